@@ -1,0 +1,297 @@
+"""Prometheus metrics aggregated over the worker processes of one service.
+
+Each process records into its own in-memory :class:`Registry` (no locks, no syscalls
+on the hot path). A :class:`SnapshotWriter` task dumps the registry every second to
+``<metrics-dir>/<pid>.json`` (atomic replace). Whichever process serves ``/metrics``
+merges every snapshot in the directory with its own live registry: counters and
+histograms add up over all processes, dead ones included (so a restarted worker does
+not make counters go backwards); gauges add up over live processes only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import orjson
+
+__all__ = [
+    "LATENCY_BUCKETS",
+    "SIZE_BUCKETS",
+    "Counter",
+    "Gauge",
+    "Histogram",
+    "Registry",
+    "SnapshotWriter",
+    "collect",
+    "render",
+]
+
+LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+SIZE_BUCKETS: Final = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576)
+
+Kind = Literal["counter", "gauge", "histogram"]
+
+
+class _Metric:
+    kind: Kind
+
+    def __init__(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> None:
+        self.name = name
+        self.help = help_text
+        self.labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def _samples(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class _Value:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+    def dec(self, amount: float = 1.0) -> None:
+        self.value -= amount
+
+    def set(self, value: float) -> None:
+        self.value = value
+
+
+class Counter(_Metric):
+    """A monotonically increasing count."""
+
+    kind: Kind = "counter"
+
+    def labels(self, *values: str) -> _Value:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = _Value()
+        return child  # type: ignore[no-any-return]
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.labels().inc(amount)
+
+    def _samples(self) -> dict[str, Any]:
+        return {"\x1f".join(k): v.value for k, v in self._children.items()}
+
+
+class Gauge(Counter):
+    """A value that goes up and down (summed over live processes)."""
+
+    kind: Kind = "gauge"
+
+    def set(self, value: float) -> None:
+        self.labels().set(value)
+
+    def dec(self, amount: float = 1.0) -> None:
+        self.labels().dec(amount)
+
+
+class _HistogramChild:
+    __slots__ = ("buckets", "counts", "sum")
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.sum += value
+
+
+class Histogram(_Metric):
+    """Counts of observations per bucket (upper bounds inclusive, as Prometheus)."""
+
+    kind: Kind = "histogram"
+
+    def __init__(
+        self, name: str, help_text: str, labelnames: Sequence[str] = (), buckets: Sequence[float] = LATENCY_BUCKETS
+    ) -> None:
+        super().__init__(name, help_text, labelnames)
+        self.buckets = tuple(sorted(buckets))
+
+    def labels(self, *values: str) -> _HistogramChild:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = _HistogramChild(self.buckets)
+        return child  # type: ignore[no-any-return]
+
+    def observe(self, value: float) -> None:
+        self.labels().observe(value)
+
+    def _samples(self) -> dict[str, Any]:
+        return {"\x1f".join(k): [c.counts, c.sum] for k, c in self._children.items()}
+
+
+class Registry:
+    """The metrics of one process."""
+
+    def __init__(self) -> None:
+        self._metrics: dict[str, _Metric] = {}
+
+    def _register(self, metric: _Metric) -> Any:
+        if metric.name in self._metrics:
+            raise ValueError(f"metric {metric.name} registered twice")
+        self._metrics[metric.name] = metric
+        return metric
+
+    def counter(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> Counter:
+        return self._register(Counter(name, help_text, labelnames))  # type: ignore[no-any-return]
+
+    def gauge(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> Gauge:
+        return self._register(Gauge(name, help_text, labelnames))  # type: ignore[no-any-return]
+
+    def histogram(
+        self, name: str, help_text: str, labelnames: Sequence[str] = (), buckets: Sequence[float] = LATENCY_BUCKETS
+    ) -> Histogram:
+        return self._register(Histogram(name, help_text, labelnames, buckets))  # type: ignore[no-any-return]
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-able picture of every metric, tagged with this process's pid."""
+        return {
+            "pid": os.getpid(),
+            "metrics": {
+                m.name: {
+                    "kind": m.kind,
+                    "help": m.help,
+                    "labelnames": m.labelnames,
+                    "buckets": getattr(m, "buckets", None),
+                    "samples": m._samples(),
+                }
+                for m in self._metrics.values()
+            },
+        }
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    merged: dict[str, dict[str, Any]] = {}
+    for snap in snapshots:
+        live = _alive(int(snap.get("pid", 0)))
+        for name, metric in snap.get("metrics", {}).items():
+            if metric["kind"] == "gauge" and not live:
+                continue
+            into = merged.setdefault(name, {**metric, "samples": {}})
+            for key, value in metric["samples"].items():
+                if metric["kind"] == "histogram":
+                    prev = into["samples"].get(key)
+                    if prev is None:
+                        into["samples"][key] = [list(value[0]), value[1]]
+                    else:
+                        prev[0] = [a + b for a, b in zip(prev[0], value[0], strict=True)]
+                        prev[1] += value[1]
+                else:
+                    into["samples"][key] = into["samples"].get(key, 0.0) + value
+    return merged
+
+
+def _fmt(value: float) -> str:
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value)) if not float(value).is_integer() else str(int(value))
+
+
+def _labels(names: Sequence[str], key: str, extra: str = "") -> str:
+    values = key.split("\x1f") if names else []
+    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=False)]
+    if extra:
+        parts.append(extra)
+    return "{" + ",".join(parts) + "}" if parts else ""
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def render(snapshots: Iterable[dict[str, Any]]) -> str:
+    """Prometheus text exposition (format 0.0.4) of the merged snapshots."""
+    lines: list[str] = []
+    for name, metric in sorted(_merge(snapshots).items()):
+        kind, names = metric["kind"], metric["labelnames"]
+        lines.append(f"# HELP {name} {metric['help']}")
+        lines.append(f"# TYPE {name} {kind}")
+        for key, value in sorted(metric["samples"].items()):
+            if kind == "histogram":
+                counts, total = value
+                cumulative = 0
+                for bound, count in zip([*metric["buckets"], math.inf], counts, strict=True):
+                    cumulative += count
+                    le = 'le="' + _fmt(bound) + '"'
+                    lines.append(f"{name}_bucket{_labels(names, key, le)} {cumulative}")
+                lines.append(f"{name}_sum{_labels(names, key)} {_fmt(total)}")
+                lines.append(f"{name}_count{_labels(names, key)} {cumulative}")
+            else:
+                lines.append(f"{name}{_labels(names, key)} {_fmt(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def collect(directory: Path | None, live: Registry) -> str:
+    """Render the live registry merged with every other process's snapshot in ``directory``."""
+    own = live.snapshot()
+    snapshots = [own]
+    if directory is not None:
+        for path in directory.glob("*.json"):
+            if path.stem == str(own["pid"]):
+                continue
+            with contextlib.suppress(OSError, orjson.JSONDecodeError):
+                snapshots.append(orjson.loads(path.read_bytes()))
+    return render(snapshots)
+
+
+class SnapshotWriter:
+    """Dumps a registry to ``<directory>/<pid>.json`` every ``interval`` seconds."""
+
+    def __init__(self, registry: Registry, directory: Path, interval: float = 1.0) -> None:
+        self.registry = registry
+        self.directory = directory
+        self.interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def write(self) -> None:
+        """Write one snapshot now (atomic: temp file, then rename)."""
+        path = self.directory / f"{os.getpid()}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(self.registry.snapshot()))
+        tmp.replace(path)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            with contextlib.suppress(OSError):
+                self.write()
+
+    def start(self) -> None:
+        if self._task is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop the task and write a final snapshot (so counts survive the process)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+            with contextlib.suppress(OSError):
+                self.write()

@@ -1,0 +1,177 @@
+"""Settings from CLI flags and environment variables, typed and validated by msgspec.
+
+Each process has one frozen ``msgspec.Struct`` of settings. Its fields define the
+command line: field ``record_directory`` is flag ``--record-directory`` and env var
+``<PREFIX>RECORD_DIRECTORY``; the field's ``Meta(description=...)`` is the help text,
+``Meta(extra={"env": "NAME"})`` overrides the env var name, ``extra={"flag": "--x"}``
+the flag. Sequence fields are repeatable flags (and comma-separated env values);
+bool fields get ``--x/--no-x``.
+
+Precedence: CLI flag > env var > default. A bad value is one ``ConfigError`` line
+that names the flag and its env var.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import msgspec
+
+from footfall.errors import ConfigError
+
+__all__ = ["LOG_LEVELS", "SettingsParser", "env_name", "flag_name", "parse_settings", "run_main"]
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+_PATH_RE = re.compile(r" - at `\$\.(\w+)`")
+_SEQUENCE_TYPES = (msgspec.inspect.ListType, msgspec.inspect.VarTupleType, msgspec.inspect.SetType)
+
+
+def _extra(field: msgspec.inspect.Field) -> dict[str, Any]:
+    t = field.type
+    return dict(t.extra or {}) if isinstance(t, msgspec.inspect.Metadata) else {}
+
+
+def _description(field: msgspec.inspect.Field) -> str:
+    t = field.type
+    if isinstance(t, msgspec.inspect.Metadata):
+        return str((t.extra_json_schema or {}).get("description", ""))
+    return ""
+
+
+def _base_type(field: msgspec.inspect.Field) -> msgspec.inspect.Type:
+    t = field.type
+    return t.type if isinstance(t, msgspec.inspect.Metadata) else t
+
+
+def flag_name(field: msgspec.inspect.Field) -> str:
+    """The CLI flag of a settings field."""
+    return str(_extra(field).get("flag", "--" + field.name.replace("_", "-")))
+
+
+def env_name(field: msgspec.inspect.Field, prefix: str) -> str:
+    """The environment variable of a settings field."""
+    return str(_extra(field).get("env", prefix + field.name.upper()))
+
+
+def _fields(cls: type[msgspec.Struct]) -> tuple[msgspec.inspect.Field, ...]:
+    info = msgspec.inspect.type_info(cls)
+    assert isinstance(info, msgspec.inspect.StructType)
+    return info.fields
+
+
+class SettingsParser:
+    """An argparse front end for one settings Struct; see the module docstring."""
+
+    def __init__(
+        self,
+        cls: type[S],
+        *,
+        prog: str,
+        description: str,
+        env_prefix: str,
+        epilog: str | None = None,
+    ) -> None:
+        self.cls = cls
+        self.env_prefix = env_prefix
+        self.parser = argparse.ArgumentParser(
+            prog=prog,
+            description=description,
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        self._by_dest: dict[str, msgspec.inspect.Field] = {}
+        for field in _fields(cls):
+            self._add(field)
+
+    def _add(self, field: msgspec.inspect.Field) -> None:
+        base = _base_type(field)
+        env = env_name(field, self.env_prefix)
+        default = field.default if field.default is not msgspec.NODEFAULT else None
+        if field.default_factory is not msgspec.NODEFAULT:
+            default = field.default_factory()
+        shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        help_text = _description(field)
+        suffix = f"[env {env}" + ("" if field.required else f"; default {shown!s}") + "]"
+        kwargs: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS}
+        if isinstance(base, msgspec.inspect.BoolType):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif isinstance(base, _SEQUENCE_TYPES):
+            kwargs["action"] = "append"
+            kwargs["metavar"] = field.name.upper().removesuffix("S") or "VALUE"
+            suffix += " (repeatable)"
+        elif isinstance(base, msgspec.inspect.LiteralType):
+            kwargs["choices"] = [str(v) for v in base.values]
+        else:
+            kwargs["metavar"] = field.name.upper()
+        kwargs["help"] = f"{help_text} {suffix}".strip()
+        self.parser.add_argument(flag_name(field), **kwargs)
+        self._by_dest[field.name] = field
+
+    def parse(self, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Any:
+        """Parse ``argv`` (default ``sys.argv[1:]``) and ``environ`` into the settings Struct.
+
+        Raises:
+            ConfigError: a value is invalid; the message names the flag and env var.
+            SystemExit: ``--help`` or an unknown flag (argparse's own behaviour).
+        """
+        environ = os.environ if environ is None else environ
+        given = vars(self.parser.parse_args(argv))
+        values: dict[str, Any] = {}
+        for name, field in self._by_dest.items():
+            if name in given:
+                values[name] = given[name]
+                continue
+            env = env_name(field, self.env_prefix)
+            raw = environ.get(env)
+            if raw is None or raw == "":
+                continue
+            if isinstance(_base_type(field), _SEQUENCE_TYPES):
+                values[name] = [part.strip() for part in raw.split(",") if part.strip()]
+            else:
+                values[name] = raw
+        try:
+            return msgspec.convert(values, self.cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(self._explain(str(exc))) from exc
+
+    def _explain(self, message: str) -> str:
+        m = _PATH_RE.search(message)
+        if m is None or m[1] not in self._by_dest:
+            return f"invalid settings: {message}"
+        field = self._by_dest[m[1]]
+        what = message[: m.start()]
+        return f"{flag_name(field)} (env {env_name(field, self.env_prefix)}): {what}"
+
+
+def parse_settings(
+    cls: type[S],
+    argv: Sequence[str] | None,
+    *,
+    prog: str,
+    description: str,
+    env_prefix: str,
+    environ: Mapping[str, str] | None = None,
+) -> S:
+    """Build a :class:`SettingsParser` and parse once; see the module docstring."""
+    parser = SettingsParser(cls, prog=prog, description=description, env_prefix=env_prefix)
+    result: S = parser.parse(argv, environ)
+    return result
+
+
+def run_main(main: Callable[[], int]) -> int:
+    """Run a CLI entry point: ``ConfigError`` becomes one line on stderr and exit code 2."""
+    import sys
+
+    try:
+        return main()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

