@@ -63,7 +63,7 @@ def partition_for(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions  # type: ignore[no-any-return]
 
 
-async def wait_for_broker(brokers: str, timeout: float) -> None:
+async def wait_for_broker(brokers: str, timeout: float) -> None:  # noqa: ASYNC109 - a deadline across retries
     """Wait until the cluster answers a metadata request.
 
     Raises:

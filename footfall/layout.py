@@ -46,9 +46,7 @@ def check_topic(topic: str) -> str:
             ``[A-Za-z0-9._-]``, or is ``.``/``..``.
     """
     if topic in {".", ".."} or not _TOPIC_RE.fullmatch(topic):
-        raise ConfigError(
-            f"invalid topic name {topic!r}: use 1-249 characters from [A-Za-z0-9._-], not '.' or '..'"
-        )
+        raise ConfigError(f"invalid topic name {topic!r}: use 1-249 characters from [A-Za-z0-9._-], not '.' or '..'")
     return topic
 
 

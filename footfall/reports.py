@@ -105,11 +105,11 @@ REPORT_CLASSES: Final[dict[ReportType, type[Visit] | type[Activity]]] = {
     ReportType.ACTIVITY: Activity,
 }
 
-_ARRAY_DECODERS: Final = {
+_ARRAY_DECODERS: Final[dict[ReportType, msgspec.json.Decoder[list[Visit]] | msgspec.json.Decoder[list[Activity]]]] = {
     ReportType.VISIT: msgspec.json.Decoder(list[Visit]),
     ReportType.ACTIVITY: msgspec.json.Decoder(list[Activity]),
 }
-_ONE_DECODERS: Final = {
+_ONE_DECODERS: Final[dict[ReportType, msgspec.json.Decoder[Visit] | msgspec.json.Decoder[Activity]]] = {
     ReportType.VISIT: msgspec.json.Decoder(Visit),
     ReportType.ACTIVITY: msgspec.json.Decoder(Activity),
 }
@@ -124,12 +124,12 @@ def decode_reports(report_type: ReportType, body: bytes) -> list[Visit] | list[A
             for a well-formed document that breaks the schema; its message names the
             field as ``$[index].field``).
     """
-    return _ARRAY_DECODERS[report_type].decode(body)  # type: ignore[no-any-return]
+    return _ARRAY_DECODERS[report_type].decode(body)
 
 
 def decode_report(report_type: ReportType, value: bytes) -> Visit | Activity:
     """Decode one report (a Kafka record value). Raises like :func:`decode_reports`."""
-    return _ONE_DECODERS[report_type].decode(value)  # type: ignore[no-any-return]
+    return _ONE_DECODERS[report_type].decode(value)
 
 
 def encode_report(report: Report) -> bytes:

@@ -129,12 +129,20 @@ class EmbeddedBroker:
             url = f"tcp://{self.host}:{port}"
             with self.log_path.open("ab") as log_file:
                 self._proc = subprocess.Popen(  # noqa: S603 - fixed binary, our own arguments
-                    [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                     "--storage-engine", "memory://tansu/"],
+                    [
+                        binary,
+                        "broker",
+                        "--listener-url",
+                        url,
+                        "--advertised-listener-url",
+                        url,
+                        "--storage-engine",
+                        "memory://tansu/",
+                    ],
                     stdin=subprocess.DEVNULL,
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
-                    preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks
+                    preexec_fn=_die_with_parent,
                     start_new_session=True,  # Ctrl+C in a terminal reaches us, not the broker
                 )
             atexit.register(self.stop)

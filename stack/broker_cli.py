@@ -26,7 +26,9 @@ class BrokerSettings(msgspec.Struct, frozen=True, kw_only=True):
 def main(argv: Sequence[str] | None = None) -> int:
     def run() -> int:
         settings = parse_settings(
-            BrokerSettings, argv, prog="footfall broker",
+            BrokerSettings,
+            argv,
+            prog="footfall broker",
             description="Run the embedded Kafka-protocol broker (Tansu 0.6, memory storage) until Ctrl+C.",
             env_prefix="FOOTFALL_BROKER_",
         )

@@ -1,0 +1,291 @@
+"""Run the whole pipeline as real processes: broker, gateway, sink, dashboard.
+
+``Stack`` is what ``footfall up``, the integration and fault tests, and ``perf`` share.
+Each role runs as ``python -m <role>`` in its own session (so it and its workers can be
+signalled as a group), dies with this process (``PR_SET_PDEATHSIG``), logs to a file,
+and counts as started only once its ``/readyz`` answers 200.
+
+Stop order is the reverse of start: the gateway drains first (nothing new arrives),
+then the sink lands what is left, then the dashboard and the broker go.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Self
+
+from footfall.errors import FootfallError
+from stack.broker import EmbeddedBroker, free_port
+
+__all__ = ["ROLES", "Stack", "StackConfig", "metric_total", "scrape"]
+
+ROLES: Final = ("gateway", "sink", "dashboard")
+_PR_SET_PDEATHSIG: Final = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def scrape(url: str, timeout: float = 2.0) -> str:
+    """GET ``url`` and return the body (e.g. a ``/metrics`` page)."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - our own loopback URL
+        return str(response.read().decode())
+
+
+def metric_total(text: str, name: str) -> float:
+    """Sum of every sample of metric ``name`` in Prometheus text (all label sets)."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name) : len(name) + 1] in {"{", " "}:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@dataclass(frozen=True, kw_only=True)
+class StackConfig:
+    """What to run. ``brokers=None`` starts the embedded broker."""
+
+    record_directory: Path
+    brokers: str | None = None
+    host: str = "127.0.0.1"
+    visit_topic: str = "visit"
+    activity_topic: str = "activity"
+    group: str = "footfall-sink"
+    partitions: int = 4
+    gateway_workers: int = 2
+    sink_workers: int = 2
+    dashboard: bool = True
+    log_directory: Path | None = None
+    gateway_args: Sequence[str] = ()
+    sink_args: Sequence[str] = ()
+    dashboard_args: Sequence[str] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)  # role -> port; free ports otherwise
+
+
+class Stack:
+    """The pipeline's processes; a context manager. See the module docstring."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.broker: EmbeddedBroker | None = None
+        self.bootstrap = config.brokers or ""
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.ports: dict[str, int] = {}
+        self.log_directory = config.log_directory or Path(tempfile.mkdtemp(prefix="footfall-logs-"))
+
+    # -- addresses -------------------------------------------------------------------------
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.config.host}:{self.ports['gateway']}"
+
+    @property
+    def sink_url(self) -> str:
+        return f"http://{self.config.host}:{self.ports['sink']}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://{self.config.host}:{self.ports['dashboard']}"
+
+    def url(self, role: str) -> str:
+        return f"http://{self.config.host}:{self.ports[role]}"
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self, timeout: float = 60.0) -> Self:
+        """Start every process and wait until each is ready.
+
+        Raises:
+            FootfallError: a process exited or did not become ready within ``timeout``;
+                the message carries the end of its log.
+        """
+        self.log_directory.mkdir(parents=True, exist_ok=True)
+        self.config.record_directory.mkdir(parents=True, exist_ok=True)
+        try:
+            if self.config.brokers is None:
+                self.broker = EmbeddedBroker(log_path=self.log_directory / "broker.log").start()
+                self.bootstrap = self.broker.bootstrap
+            self.start_role("gateway", timeout)
+            self.start_role("sink", timeout)
+            if self.config.dashboard:
+                self.start_role("dashboard", timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def command(self, role: str) -> list[str]:
+        """The command line that starts ``role`` (ports already chosen)."""
+        c = self.config
+        port = self.ports[role]
+        if role == "gateway":
+            args = [
+                "--brokers",
+                self.bootstrap,
+                "--host",
+                c.host,
+                "--port",
+                str(port),
+                "--workers",
+                str(c.gateway_workers),
+                "--visit-topic",
+                c.visit_topic,
+                "--activity-topic",
+                c.activity_topic,
+                "--partitions",
+                str(c.partitions),
+                "--replication-factor",
+                "1",
+                *c.gateway_args,
+            ]
+        elif role == "sink":
+            args = [
+                "--brokers",
+                self.bootstrap,
+                "--groups",
+                f"{c.group}:{c.visit_topic}",
+                "--groups",
+                f"{c.group}:{c.activity_topic}",
+                "--concurrent-count",
+                str(c.sink_workers),
+                "--record-directory",
+                str(c.record_directory),
+                "--metrics-host",
+                c.host,
+                "--metrics-port",
+                str(port),
+                *c.sink_args,
+            ]
+        elif role == "dashboard":
+            args = [
+                "--record-directory",
+                str(c.record_directory),
+                "--host",
+                c.host,
+                "--port",
+                str(port),
+                "--visit-topic",
+                c.visit_topic,
+                "--activity-topic",
+                c.activity_topic,
+                *c.dashboard_args,
+            ]
+        else:
+            raise FootfallError(f"unknown role {role!r}")
+        return [sys.executable, "-m", role, *args]
+
+    def start_role(self, role: str, timeout: float = 60.0) -> subprocess.Popen[bytes]:
+        """Start (or restart) one role and wait for its ``/readyz``."""
+        self.ports.setdefault(role, self.config.ports.get(role) or free_port(self.config.host))
+        env = {**os.environ, **self.config.env}
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")])
+        )
+        log_path = self.log_directory / f"{role}.log"
+        with log_path.open("ab") as log_file:
+            proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                self.command(role),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+                preexec_fn=_die_with_parent,
+                start_new_session=True,
+            )
+        self.processes[role] = proc
+        self.wait_ready(role, timeout)
+        return proc
+
+    def wait_ready(self, role: str, timeout: float = 60.0) -> None:
+        """Poll ``role``'s ``/readyz`` until it answers 200."""
+        proc = self.processes[role]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise FootfallError(f"{role} exited with code {proc.returncode}:\n{self.log_tail(role)}")
+            with (
+                contextlib.suppress(OSError, urllib.error.URLError),
+                urllib.request.urlopen(f"{self.url(role)}/readyz", timeout=1.0) as response,  # noqa: S310
+            ):
+                if response.status == 200:
+                    return
+            time.sleep(0.1)
+        raise FootfallError(f"{role} was not ready within {timeout:g}s:\n{self.log_tail(role)}")
+
+    def log_tail(self, role: str, size: int = 3000) -> str:
+        path = self.log_directory / f"{role}.log"
+        return path.read_text(errors="replace")[-size:] if path.exists() else "(no log)"
+
+    def signal(self, role: str, signum: int) -> None:
+        """Send ``signum`` to ``role``'s whole process group (its workers too)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.processes[role].pid, signum)
+
+    def stop_role(self, role: str, timeout: float = 30.0) -> int | None:
+        """SIGTERM ``role``, wait up to ``timeout``, then SIGKILL; returns its exit code."""
+        proc = self.processes.pop(role, None)
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            self.signal_pid(proc.pid, signal.SIGCONT)
+            self.signal_pid(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        # Workers left behind by a killed parent die with it (PDEATHSIG); the group kill is a backstop.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        return proc.returncode
+
+    @staticmethod
+    def signal_pid(pid: int, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+    def stop(self, timeout: float = 30.0) -> dict[str, int | None]:
+        """Stop everything in reverse start order; returns each role's exit code. Idempotent."""
+        codes = {role: self.stop_role(role, timeout) for role in reversed(list(self.processes))}
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+        return codes
+
+    def metrics(self, role: str) -> str:
+        return scrape(f"{self.url(role)}/metrics")
+
+    def accepted(self) -> float:
+        """Reports the gateway answered 200 for (acknowledged by Kafka)."""
+        return metric_total(self.metrics("gateway"), "footfall_gateway_reports_accepted_total")
+
+    def landed(self) -> float:
+        """Records the sink has fsynced into files."""
+        return metric_total(self.metrics("sink"), "footfall_sink_records_written_total")
+
+    def bench_command(self, *args: str) -> list[str]:
+        """``python -m bench --web-service <gateway> ARGS``."""
+        return [sys.executable, "-m", "bench", "--web-service", self.gateway_url, *args]
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

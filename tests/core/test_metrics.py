@@ -1,0 +1,73 @@
+"""Metrics: Prometheus text, and aggregation over processes (dead ones keep their counters)."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from pathlib import Path
+
+import orjson
+
+from footfall.metrics import Registry, SnapshotWriter, collect, render
+
+
+def _registry(requests: float, inflight: float) -> Registry:
+    reg = Registry()
+    reg.counter("req_total", "requests", ["route", "status"]).labels("visit", "200").inc(requests)
+    reg.gauge("inflight_bytes", "bytes").set(inflight)
+    hist = reg.histogram("latency_seconds", "latency", buckets=(0.1, 1.0))
+    for v in (0.05, 0.1, 0.5, 3.0):
+        hist.observe(v)
+    return reg
+
+
+def test_render_exposition_format() -> None:
+    text = render([_registry(3, 10).snapshot()])
+    assert "# TYPE req_total counter" in text
+    assert 'req_total{route="visit",status="200"} 3' in text
+    assert "inflight_bytes 10" in text
+    assert 'latency_seconds_bucket{le="0.1"} 2' in text  # upper bounds are inclusive
+    assert 'latency_seconds_bucket{le="1"} 3' in text
+    assert 'latency_seconds_bucket{le="+Inf"} 4' in text
+    assert "latency_seconds_count 4" in text
+    assert "latency_seconds_sum 3.65" in text
+
+
+def test_label_values_are_escaped() -> None:
+    reg = Registry()
+    reg.counter("c_total", "c", ["path"]).labels('a"b\\c\nd').inc()
+    assert 'c_total{path="a\\"b\\\\c\\nd"} 1' in render([reg.snapshot()])
+
+
+def _dead_snapshot(directory: Path) -> int:
+    proc = multiprocessing.get_context("spawn").Process(target=int)
+    proc.start()
+    proc.join()
+    snap = _registry(5, 100).snapshot()
+    snap["pid"] = proc.pid  # a process that has exited
+    (directory / f"{proc.pid}.json").write_bytes(orjson.dumps(snap))
+    return proc.pid
+
+
+def test_collect_sums_counters_over_processes_and_drops_dead_gauges(tmp_path: Path) -> None:
+    _dead_snapshot(tmp_path)
+    text = collect(tmp_path, _registry(2, 7))
+    assert 'req_total{route="visit",status="200"} 7' in text  # 5 (dead) + 2 (live)
+    assert "inflight_bytes 7" in text  # the dead process's gauge is gone
+    assert 'latency_seconds_bucket{le="+Inf"} 8' in text
+
+
+def test_snapshot_writer_writes_atomically_and_on_stop(tmp_path: Path) -> None:
+    reg = _registry(1, 1)
+
+    async def run() -> None:
+        writer = SnapshotWriter(reg, tmp_path, interval=0.01)
+        writer.start()
+        await asyncio.sleep(0.05)
+        reg.counter("late_total", "added after start").inc(4)
+        await writer.stop()
+
+    asyncio.run(run())
+    [path] = tmp_path.glob("*.json")
+    assert orjson.loads(path.read_bytes())["metrics"]["late_total"]["samples"] == {"": 4.0}
+    assert not list(tmp_path.glob("*.tmp"))

@@ -1,0 +1,46 @@
+"""The footfall command: usage, version, unknown commands, and bad flags as one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from stack.cli import COMMANDS, main
+
+
+def test_usage_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in COMMANDS:
+        assert name in out
+
+
+def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+
+
+def test_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fly"]) == 2
+    assert "unknown command 'fly'" in capsys.readouterr().err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("footfall ")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["up", "--gateway-port", "70000"], "--gateway-port (env FOOTFALL_UP_GATEWAY_PORT): Expected `int` <= 65535"),
+        (["up", "--profile", "weird"], "invalid choice: 'weird'"),
+        (["broker", "--port", "-1"], "--port (env FOOTFALL_BROKER_PORT): Expected `int` >= 0"),
+    ],
+)
+def test_bad_flags_are_one_line_errors(argv: list[str], message: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "stack.cli", *argv], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
