@@ -35,8 +35,12 @@ def test_flags(parser: SettingsParser) -> None:
 
 
 def test_env_vars_and_precedence(parser: SettingsParser) -> None:
-    env = {"FOOTFALL_DEMO_PORT": "99", "FOOTFALL_BROKERS": "k:9", "FOOTFALL_DEMO_GROUPS": "x:y, z:w",
-           "FOOTFALL_DEMO_ACCESS_LOG": "true"}
+    env = {
+        "FOOTFALL_DEMO_PORT": "99",
+        "FOOTFALL_BROKERS": "k:9",
+        "FOOTFALL_DEMO_GROUPS": "x:y, z:w",
+        "FOOTFALL_DEMO_ACCESS_LOG": "true",
+    }
     assert parser.parse([], env) == Demo(brokers="k:9", port=99, groups=("x:y", "z:w"), access_log=True)
     assert parser.parse(["--port", "7", "--no-access-log"], env).port == 7
     assert parser.parse(["--no-access-log"], env).access_log is False
@@ -51,7 +55,9 @@ def test_env_vars_and_precedence(parser: SettingsParser) -> None:
         ([], {"FOOTFALL_DEMO_LEVEL": "loud"}, "--level (env FOOTFALL_DEMO_LEVEL): Invalid enum value 'loud'"),
     ],
 )
-def test_bad_values_name_flag_and_env(parser: SettingsParser, argv: list[str], env: dict[str, str], message: str) -> None:
+def test_bad_values_name_flag_and_env(
+    parser: SettingsParser, argv: list[str], env: dict[str, str], message: str
+) -> None:
     with pytest.raises(ConfigError) as info:
         parser.parse(argv, env)
     assert str(info.value) == message

@@ -1,0 +1,101 @@
+"""Errors the gateway answers with. Each carries its HTTP status and a JSON-able detail.
+
+Hierarchy::
+
+    GatewayError                 root; ``status`` is the HTTP status it maps to
+    ├── BadRequestError          400 malformed JSON or gzip/deflate stream
+    ├── UnauthorizedError        401 API keys are configured and none (or a wrong one) was sent
+    ├── PayloadTooLargeError     413 body too large, compressed or decompressed (or expands too much)
+    ├── UnsupportedMediaError    415 Content-Type or Content-Encoding not supported
+    ├── ReportValidationError    422 well-formed JSON that breaks the report schema
+    └── UnavailableError         503 retriable: broker down, produce timed out, or in-flight cap reached
+        ├── SaturatedError       the worker's in-flight byte cap is reached
+        └── ProduceTimeoutError  the broker did not acknowledge within --produce-timeout-ms
+
+Client faults (4xx) are never retriable; ``retriable`` is True only for 503s.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import msgspec
+
+__all__ = [
+    "BadRequestError",
+    "FieldError",
+    "GatewayError",
+    "PayloadTooLargeError",
+    "ProduceTimeoutError",
+    "ReportValidationError",
+    "SaturatedError",
+    "UnauthorizedError",
+    "UnavailableError",
+    "UnsupportedMediaError",
+]
+
+
+class FieldError(msgspec.Struct, frozen=True, kw_only=True):
+    """One invalid report in a 422 answer."""
+
+    index: int | None = msgspec.field(default=None)
+    """Position of the report in the array (null when the body itself is not an array)."""
+    field: str | None = None
+    """The offending field (``poiId``, ``$`` for the whole item), null when not known."""
+    message: str
+    """What was wrong, in msgspec's words: ``Expected `int`, got `str```."""
+
+
+class GatewayError(Exception):
+    """Root of the errors the gateway turns into HTTP answers."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    retriable: ClassVar[bool] = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequestError(GatewayError):
+    status = 400
+    code = "bad_request"
+
+
+class UnauthorizedError(GatewayError):
+    status = 401
+    code = "unauthorized"
+
+
+class PayloadTooLargeError(GatewayError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaError(GatewayError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class ReportValidationError(GatewayError):
+    status = 422
+    code = "invalid_reports"
+
+    def __init__(self, message: str, errors: list[FieldError]) -> None:
+        super().__init__(message)
+        self.errors = errors
+
+
+class UnavailableError(GatewayError):
+    status = 503
+    code = "unavailable"
+    retriable = True
+
+
+class SaturatedError(UnavailableError):
+    code = "saturated"
+
+
+class ProduceTimeoutError(UnavailableError):
+    code = "produce_timeout"

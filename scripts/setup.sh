@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Set up a development machine: system packages (Debian) and a virtual environment in .venv.
+# Idempotent: run it again after pulling. Needs only the package registries (Debian, PyPI).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages: chromium (dashboard browser tests), wrk (HTTP load reference),
+# docker-compose (validates the compose files; no engine needed).
+apt_packages=(chromium wrk docker-compose)
+missing=()
+for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if ((${#missing[@]})) && command -v apt-get >/dev/null; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup: installing ${missing[*]} (apt)"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $($python --version)"
+  "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[dev]"
+echo "setup: done (.venv/bin/footfall --help)"
