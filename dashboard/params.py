@@ -1,0 +1,143 @@
+"""Query-string parsing for the JSON API: strict, with messages that say what to send.
+
+Every parameter is parsed into a typed value here, before any SQL runs; the store binds
+those values as parameters, so no request text ever becomes SQL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Final, Literal, cast
+
+from dashboard.errors import QueryError
+from dashboard.store import GEO_CELLS, Bucket, Range, ReportKind, bucket_for_range
+from footfall.reports import MAX_EPOCH_MS
+
+__all__ = ["MAX_POINTS", "QueryParams", "parse_params"]
+
+#: Most time-series points one request may ask for (an explicit small bucket over a long range).
+MAX_POINTS: Final = 20_000
+_COMMON: Final = frozenset({"from", "to", "type"})
+_TYPES: Final = {"all": ("visit", "activity"), "visit": ("visit",), "activity": ("activity",)}
+_BUCKET_MINUTES: Final = {"minute": 1, "hour": 60, "day": 1440}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueryParams:
+    """A validated query. ``range`` is ``None`` when neither bound was given (all data)."""
+
+    start_ms: int | None
+    end_ms: int | None
+    kinds: tuple[ReportKind, ...]
+    type_name: str
+    bucket: Bucket | Literal["auto"] = "auto"
+    by: Literal["visits", "users"] = "visits"
+    limit: int = 10
+    cell: int = 2
+
+    def resolve(self, extent: Range | None) -> Range | None:
+        """The range to query: the given bounds, missing ones taken from the data's extent."""
+        if self.start_ms is not None and self.end_ms is not None:
+            return Range(self.start_ms, self.end_ms)
+        if extent is None:
+            return None
+        start = self.start_ms if self.start_ms is not None else extent.start_ms
+        end = self.end_ms if self.end_ms is not None else extent.end_ms
+        if end <= start:
+            return None
+        return Range(start, end)
+
+    def bucket_for(self, r: Range) -> Bucket:
+        """The time-series bucket: the one asked for, or chosen by the range's length."""
+        bucket = bucket_for_range(r) if self.bucket == "auto" else self.bucket
+        points = (r.end_minute - r.start_minute) / _BUCKET_MINUTES[bucket]
+        if points > MAX_POINTS:
+            raise QueryError(
+                f"bucket={bucket} over this range gives {int(points)} points (at most {MAX_POINTS}): "
+                "use a larger bucket, bucket=auto, or a shorter range"
+            )
+        return bucket
+
+
+def _one(args: Mapping[str, Sequence[str]], name: str) -> str | None:
+    values = args.get(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise QueryError(f"{name}: given {len(values)} times, expected once")
+    return values[0]
+
+
+def _time(args: Mapping[str, Sequence[str]], name: str) -> int | None:
+    raw = _one(args, name)
+    if raw is None or raw == "":
+        return None
+    value: int
+    if raw.lstrip("-").isdigit():
+        value = int(raw)
+    else:
+        try:
+            parsed = dt.datetime.fromisoformat(raw)
+        except ValueError:
+            raise QueryError(
+                f"{name}: expected epoch milliseconds or an ISO-8601 time like 2018-01-01T00:00:00Z, got {raw[:40]!r}"
+            ) from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        value = int(parsed.timestamp() * 1000)
+    if not 0 <= value <= MAX_EPOCH_MS:
+        raise QueryError(f"{name}: {value} is outside 0..{MAX_EPOCH_MS} (epoch milliseconds)")
+    return value
+
+
+def _choice(args: Mapping[str, Sequence[str]], name: str, choices: Sequence[str], default: str) -> str:
+    raw = _one(args, name)
+    if raw is None or raw == "":
+        return default
+    if raw not in choices:
+        raise QueryError(f"{name}: expected one of {', '.join(choices)}, got {raw[:40]!r}")
+    return raw
+
+
+def _int(args: Mapping[str, Sequence[str]], name: str, lo: int, hi: int, default: int) -> int:
+    raw = _one(args, name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not lo <= int(raw) <= hi:
+        raise QueryError(f"{name}: expected an integer from {lo} to {hi}, got {raw[:40]!r}")
+    return int(raw)
+
+
+def parse_params(args: Mapping[str, Sequence[str]], extra: Sequence[str] = ()) -> QueryParams:
+    """Validate a query string (``name -> values``) for an endpoint taking ``extra`` parameters.
+
+    Raises:
+        QueryError: an unknown, repeated or invalid parameter; ``from >= to``.
+    """
+    allowed = _COMMON | set(extra)
+    unknown = sorted(set(args) - allowed)
+    if unknown:
+        raise QueryError(f"unknown parameter {unknown[0][:40]!r}: expected {', '.join(sorted(allowed))}")
+    start = _time(args, "from")
+    end = _time(args, "to")
+    if start is not None and end is not None and start >= end:
+        raise QueryError(f"from ({start}) must be earlier than to ({end})")
+    type_name = _choice(args, "type", tuple(_TYPES), "all")
+    bucket = _choice(args, "bucket", ("auto", "minute", "hour", "day"), "auto") if "bucket" in extra else "auto"
+    by = _choice(args, "by", ("visits", "users"), "visits") if "by" in extra else "visits"
+    limit = _int(args, "limit", 1, 100, 10) if "limit" in extra else 10
+    cell = 2
+    if "cell" in extra:
+        cell = int(_choice(args, "cell", tuple(map(str, GEO_CELLS)), "2"))
+    return QueryParams(
+        start_ms=start,
+        end_ms=end,
+        kinds=cast(tuple[ReportKind, ...], _TYPES[type_name]),
+        type_name=type_name,
+        bucket=cast(Bucket | Literal["auto"], bucket),
+        by=cast(Literal["visits", "users"], by),
+        limit=limit,
+        cell=cell,
+    )

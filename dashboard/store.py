@@ -1,0 +1,699 @@
+"""Incremental rollups of the landed segment files, kept in a DuckDB database file.
+
+Segment files are append-only: the sink only ever adds complete lines at the end of a
+file (and, after a crash, truncates a torn tail and writes the *same* records again).
+So every file is folded by byte range: the store remembers, per file, how many bytes it
+has already folded, and each :meth:`RollupStore.refresh` folds only the complete lines
+that landed since. Queries read the small rollup tables, never the raw files, so their
+cost grows with the number of distinct (minute, dimension) cells, not with reports.
+
+Delivery semantics: every complete line (ending in ``\\n``) present when a refresh
+starts is counted exactly once after that refresh returns. A half-written last line is
+left for the next refresh. A line that is not a valid report (torn, corrupt) is counted
+in ``bad_lines`` and otherwise ignored. If a file shrinks (the sink truncated a tail
+after a crash) its rows are dropped and it is folded again from the start; if a file
+disappears its rows are dropped.
+
+Refresh steps, in order (each batch is one DuckDB transaction, so a query sees a batch
+entirely or not at all):
+
+1. List ``<dir>/<topic>/date=*/*.jsonl`` for both topics (``_``-prefixed directories,
+   the sink's own state, are never listed).
+2. Compare each file's size with what was folded: skip unchanged files, reset shrunk
+   ones, drop vanished ones.
+3. Fold the new bytes in batches of at most ``batch_bytes``: a closed segment not folded
+   before is read in place; any other range is cut at its last newline and copied to a
+   scratch file first (an open segment keeps growing while DuckDB would read it).
+4. In one transaction: insert the batch's rollup rows, advance the files' folded
+   offsets.
+5. Compact the rows of segments that became closed after being folded in pieces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import duckdb
+
+from dashboard.errors import StoreError
+from footfall.layout import parse_segment_name
+
+__all__ = [
+    "DAY_MS",
+    "DURATION_EDGES_MINUTES",
+    "GEO_CELLS",
+    "MINUTE_MS",
+    "SCHEMA_VERSION",
+    "FileState",
+    "Range",
+    "RefreshResult",
+    "RollupStore",
+    "SegmentFile",
+    "bucket_for_range",
+    "list_segments",
+]
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION: Final = 1
+MINUTE_MS: Final = 60_000
+HOUR_MS: Final = 3_600_000
+DAY_MS: Final = 86_400_000
+
+#: Lower edges (minutes) of the visit-duration histogram buckets; the last bucket is open.
+DURATION_EDGES_MINUTES: Final = (0, 5, 10, 15, 20, 30, 40, 45, 60, 90, 120, 180, 240, 480, 720, 1440)
+#: Allowed geographic grid cell sizes (degrees); rollups keep 1-degree cells.
+GEO_CELLS: Final = (1, 2, 5, 10)
+
+ReportKind = Literal["visit", "activity"]
+Bucket = Literal["minute", "hour", "day"]
+_BUCKET_MINUTES: Final = {"minute": 1, "hour": 60, "day": 1440}
+
+_VISIT_COLUMNS: Final = {
+    "userId": "UUID",
+    "algorithmType": "INTEGER",
+    "enterTime": "BIGINT",
+    "exitTime": "BIGINT",
+    "poiId": "BIGINT",
+    "latitude": "DOUBLE",
+    "longitude": "DOUBLE",
+}
+_ACTIVITY_COLUMNS: Final = {
+    "userId": "UUID",
+    "activityType": "INTEGER",
+    "startTime": "BIGINT",
+    "endTime": "BIGINT",
+}
+
+_ROLLUP_TABLES: Final = ("r_count", "r_activity", "r_algorithm", "r_duration", "r_geo", "r_poi", "r_user_day")
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS files (
+    file_id INTEGER PRIMARY KEY, path VARCHAR UNIQUE, topic VARCHAR, kind VARCHAR,
+    folded_bytes BIGINT, pieces INTEGER, lines BIGINT, bad_lines BIGINT
+);
+CREATE SEQUENCE IF NOT EXISTS file_ids;
+-- kind: 0 visit, 1 activity. minute = report time // 60000; day = report time // 86400000.
+CREATE TABLE IF NOT EXISTS r_count (file_id INTEGER, minute BIGINT, kind TINYINT, n BIGINT);
+CREATE TABLE IF NOT EXISTS r_activity (file_id INTEGER, minute BIGINT, activity_type INTEGER, n BIGINT);
+CREATE TABLE IF NOT EXISTS r_algorithm (file_id INTEGER, minute BIGINT, algorithm_type INTEGER, n BIGINT);
+CREATE TABLE IF NOT EXISTS r_duration (file_id INTEGER, minute BIGINT, bucket SMALLINT, n BIGINT);
+CREATE TABLE IF NOT EXISTS r_geo (file_id INTEGER, minute BIGINT, lat SMALLINT, lon SMALLINT, n BIGINT);
+CREATE TABLE IF NOT EXISTS r_poi (file_id INTEGER, minute BIGINT, poi_id BIGINT, user_id UUID, n BIGINT);
+CREATE TABLE IF NOT EXISTS r_user_day (file_id INTEGER, day INTEGER, kind TINYINT, user_id UUID);
+"""
+
+
+def _duration_case(column: str) -> str:
+    # Built from module constants only (never from request input).
+    parts = [
+        f"WHEN {column} >= {edge * MINUTE_MS} THEN {i}"
+        for i, edge in reversed(list(enumerate(DURATION_EDGES_MINUTES)))
+    ]
+    return "CASE " + " ".join(parts) + " ELSE 0 END"
+
+
+# Rollup inserts per report kind, reading the temp table ``batch`` (file_id + report columns).
+_VISIT_ROLLUPS: Final = (
+    "INSERT INTO r_count SELECT file_id, enterTime // 60000 AS m, 0, count(*) FROM batch GROUP BY ALL",
+    "INSERT INTO r_algorithm SELECT file_id, enterTime // 60000 AS m, algorithmType, count(*) FROM batch GROUP BY ALL",
+    "INSERT INTO r_duration SELECT file_id, enterTime // 60000 AS m, "
+    + _duration_case("exitTime - enterTime")
+    + " AS b, count(*) FROM batch GROUP BY ALL",
+    "INSERT INTO r_geo SELECT file_id, enterTime // 60000 AS m, least(floor(latitude), 89)::SMALLINT AS la, "
+    "least(floor(longitude), 179)::SMALLINT AS lo, count(*) FROM batch GROUP BY ALL",
+    "INSERT INTO r_poi SELECT file_id, enterTime // 60000 AS m, poiId, userId, count(*) FROM batch GROUP BY ALL",
+    "INSERT INTO r_user_day SELECT DISTINCT file_id, (enterTime // 86400000)::INTEGER, 0, userId FROM batch",
+)
+_ACTIVITY_ROLLUPS: Final = (
+    "INSERT INTO r_count SELECT file_id, startTime // 60000 AS m, 1, count(*) FROM batch GROUP BY ALL",
+    "INSERT INTO r_activity SELECT file_id, startTime // 60000 AS m, activityType, count(*) FROM batch GROUP BY ALL",
+    "INSERT INTO r_user_day SELECT DISTINCT file_id, (startTime // 86400000)::INTEGER, 1, userId FROM batch",
+)
+# Group keys of each table (everything but file_id and n) for compaction.
+_COMPACT: Final = {
+    "r_count": "minute, kind",
+    "r_activity": "minute, activity_type",
+    "r_algorithm": "minute, algorithm_type",
+    "r_duration": "minute, bucket",
+    "r_geo": "minute, lat, lon",
+    "r_poi": "minute, poi_id, user_id",
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SegmentFile:
+    """A segment file found on disk."""
+
+    path: Path
+    topic: str
+    kind: ReportKind
+    partition: int
+    start_offset: int
+    size: int
+    closed: bool  # a later segment of the same topic+partition exists
+
+
+@dataclasses.dataclass(slots=True)
+class FileState:
+    """What the store remembers about one file."""
+
+    file_id: int
+    folded_bytes: int
+    pieces: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RefreshResult:
+    """What one :meth:`RollupStore.refresh` did."""
+
+    files_seen: int
+    files_folded: int
+    reports: dict[str, int]
+    bad_lines: int
+    bytes_folded: int
+    dropped_files: int
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Range:
+    """A half-open report-time range ``[start_ms, end_ms)``, already validated."""
+
+    start_ms: int
+    end_ms: int
+
+    @property
+    def start_minute(self) -> int:
+        return self.start_ms // MINUTE_MS
+
+    @property
+    def end_minute(self) -> int:
+        """Exclusive; a partial minute at the end counts as a whole one."""
+        return -(-self.end_ms // MINUTE_MS)
+
+    @property
+    def first_day(self) -> int:
+        return self.start_ms // DAY_MS
+
+    @property
+    def last_day(self) -> int:
+        """Inclusive: the UTC day holding the range's last millisecond."""
+        return (self.end_ms - 1) // DAY_MS
+
+
+def bucket_for_range(r: Range) -> Bucket:
+    """Time-series bucket chosen by the range: minute up to 6 h, hour up to 14 days, else day."""
+    span = r.end_ms - r.start_ms
+    if span <= 6 * HOUR_MS:
+        return "minute"
+    if span <= 14 * DAY_MS:
+        return "hour"
+    return "day"
+
+
+def list_segments(record_directory: Path, topics: dict[str, ReportKind]) -> list[SegmentFile]:
+    """Every segment file of ``topics`` (topic -> report kind), with its closed flag."""
+    found: list[tuple[Path, str, ReportKind, int, int, int]] = []
+    for topic, kind in topics.items():
+        topic_dir = record_directory / topic
+        if not topic_dir.is_dir():
+            continue
+        for path in topic_dir.glob("date=*/*.jsonl"):
+            name = parse_segment_name(path.name)
+            if name is None or name.topic != topic:
+                continue
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:  # removed between glob and stat
+                continue
+            found.append((path, topic, kind, name.partition, name.start_offset, size))
+    newest: dict[tuple[str, int], int] = {}
+    for _, topic, _, partition, offset, _ in found:
+        key = (topic, partition)
+        newest[key] = max(newest.get(key, -1), offset)
+    return sorted(
+        (
+            SegmentFile(p, t, k, part, off, size, closed=off < newest[(t, part)])
+            for p, t, k, part, off, size in found
+        ),
+        key=lambda s: (s.topic, s.partition, s.start_offset),
+    )
+
+
+@dataclasses.dataclass(slots=True)
+class _Piece:
+    segment: SegmentFile
+    file_id: int
+    read_path: Path  # the segment itself, or a scratch copy of the new complete lines
+    new_folded: int
+    scratch: bool
+
+
+class RollupStore:
+    """The rollup database of one record directory; thread-safe (one writer at a time).
+
+    Args:
+        record_directory: the sink's ``--record-directory``.
+        database: DuckDB file (created if missing); ``None`` keeps everything in memory.
+        topics: topic name -> report kind (``visit``/``activity``).
+        batch_bytes: most bytes folded per transaction (bounds memory and keeps the
+            dashboard showing progress while it catches up on a large backlog).
+        threads: DuckDB worker threads.
+    """
+
+    def __init__(
+        self,
+        record_directory: Path,
+        database: Path | None,
+        topics: dict[str, ReportKind],
+        *,
+        batch_bytes: int = 256 * 1024 * 1024,
+        threads: int = 2,
+        memory_limit: str = "1GB",
+    ) -> None:
+        self.record_directory = record_directory
+        self.database = database
+        self.topics = dict(topics)
+        self.batch_bytes = batch_bytes
+        self._threads = threads
+        self._memory_limit = memory_limit
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._scratch_dir: Path | None = None
+        #: Wall-clock ms at the start of the last completed refresh: every complete
+        #: line that had landed by then is in the rollups ("data as of").
+        self.as_of_ms: int | None = None
+        #: Bumped by every refresh that changed the rollups.
+        self.version = 0
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open (or create) the database; idempotent."""
+        if self._con is not None:
+            return
+        try:
+            if self.database is not None:
+                self.database.parent.mkdir(parents=True, exist_ok=True)
+                self._scratch_dir = self.database.parent / (self.database.name + ".scratch")
+            else:
+                self._scratch_dir = None
+            config = {"threads": str(self._threads), "memory_limit": self._memory_limit}
+            con = duckdb.connect(str(self.database) if self.database else ":memory:", config=config)
+        except (duckdb.Error, OSError) as exc:
+            raise StoreError(
+                f"cannot open the dashboard database {self.database}: {exc} "
+                "(is another dashboard using this record directory? give it its own --state-dir)"
+            ) from exc
+        self._con = con
+        self._migrate(con)
+        if self._scratch_dir is None:
+            import tempfile
+
+            self._scratch_dir = Path(tempfile.mkdtemp(prefix="footfall-dashboard-"))
+        self._scratch_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self._scratch_dir.glob("*.jsonl"):
+            stale.unlink(missing_ok=True)
+
+    def stop(self) -> None:
+        """Close the database; idempotent. Waits for a running refresh to finish."""
+        with self._write_lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+
+    def __enter__(self) -> RollupStore:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
+        con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is not None and row[0] != str(SCHEMA_VERSION):
+            # Rollups are derived data: rebuild from the files rather than migrate.
+            log.warning("dashboard database schema changed; rebuilding", extra={"found": row[0]})
+            for table in (*_ROLLUP_TABLES, "files"):
+                con.execute(f"DROP TABLE IF EXISTS {table}")
+            con.execute("DROP SEQUENCE IF EXISTS file_ids")
+        con.execute(_SCHEMA)
+        con.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+            [str(SCHEMA_VERSION)],
+        )
+
+    @property
+    def _writer(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            raise StoreError("the rollup store is not started")
+        return self._con
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A connection for the calling thread (DuckDB connections are not shared by threads)."""
+        con = self._writer
+        cur: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
+        owner = getattr(self._local, "owner", None)
+        if cur is None or owner is not con:
+            cur = con.cursor()
+            self._local.cursor = cur
+            self._local.owner = con
+        return cur
+
+    # -- folding ---------------------------------------------------------------
+
+    def refresh(self) -> RefreshResult:
+        """Fold every complete line that landed since the last refresh (module docstring)."""
+        with self._write_lock:
+            return self._refresh()
+
+    def _refresh(self) -> RefreshResult:
+        started = time.monotonic()
+        as_of = int(time.time() * 1000)
+        con = self._writer
+        # 1. list the files
+        segments = list_segments(self.record_directory, self.topics)
+        known = {
+            str(path): FileState(fid, folded, pieces)
+            for fid, path, folded, pieces in con.execute(
+                "SELECT file_id, path, folded_bytes, pieces FROM files"
+            ).fetchall()
+        }
+        # 2. compare with what was folded
+        on_disk = {str(s.path) for s in segments}
+        dropped = 0
+        for path, state in known.items():
+            if path not in on_disk:
+                self._drop_file(con, state.file_id, delete_file_row=True)
+                dropped += 1
+        pending: list[tuple[SegmentFile, FileState | None]] = []
+        for seg in segments:
+            state = known.get(str(seg.path))
+            if state is not None and seg.size < state.folded_bytes:
+                log.warning(
+                    "segment shrank; folding it again",
+                    extra={"path": str(seg.path), "size": seg.size, "folded": state.folded_bytes},
+                )
+                self._drop_file(con, state.file_id, delete_file_row=False)
+                state = FileState(state.file_id, 0, 0)
+            if state is not None and seg.size == state.folded_bytes:
+                if seg.closed and state.pieces > 1:
+                    self._compact(con, state.file_id)
+                continue
+            pending.append((seg, state))
+        # 3./4. fold in batches
+        reports = dict.fromkeys(("visit", "activity"), 0)
+        bad = 0
+        folded_bytes = 0
+        files_folded = 0
+        for batch in self._batches(pending):
+            try:
+                pieces = [p for p in (self._prepare(con, seg, state) for seg, state in batch) if p is not None]
+                for kind in ("visit", "activity"):
+                    of_kind = [p for p in pieces if p.segment.kind == kind]
+                    if not of_kind:
+                        continue
+                    good, broken = self._fold(con, kind, of_kind)
+                    reports[kind] += good
+                    bad += broken
+                    files_folded += len(of_kind)
+                    folded_bytes += sum(p.new_folded for p in of_kind)
+            finally:
+                for scratch in self._scratch_dir.glob("*.jsonl") if self._scratch_dir else ():
+                    scratch.unlink(missing_ok=True)
+        # 5. compact pieces of segments that are now closed
+        for seg, _ in pending:
+            if seg.closed:
+                row = con.execute("SELECT file_id, pieces FROM files WHERE path = ?", [str(seg.path)]).fetchone()
+                if row is not None and row[1] > 1:
+                    self._compact(con, row[0])
+        if files_folded or dropped or self.as_of_ms is None:
+            self.version += 1
+        self.as_of_ms = as_of
+        return RefreshResult(
+            files_seen=len(segments),
+            files_folded=files_folded,
+            reports=reports,
+            bad_lines=bad,
+            bytes_folded=folded_bytes,
+            dropped_files=dropped,
+            seconds=time.monotonic() - started,
+        )
+
+    def _batches(
+        self, pending: Sequence[tuple[SegmentFile, FileState | None]]
+    ) -> Iterator[list[tuple[SegmentFile, FileState | None]]]:
+        batch: list[tuple[SegmentFile, FileState | None]] = []
+        size = 0
+        for seg, state in pending:
+            todo = seg.size - (state.folded_bytes if state else 0)
+            if batch and size + todo > self.batch_bytes:
+                yield batch
+                batch, size = [], 0
+            batch.append((seg, state))
+            size += todo
+        if batch:
+            yield batch
+
+    def _prepare(
+        self, con: duckdb.DuckDBPyConnection, seg: SegmentFile, state: FileState | None
+    ) -> _Piece | None:
+        if state is None:
+            row = con.execute(
+                "INSERT INTO files VALUES (nextval('file_ids'), ?, ?, ?, 0, 0, 0, 0) RETURNING file_id",
+                [str(seg.path), seg.topic, seg.kind],
+            ).fetchone()
+            assert row is not None
+            state = FileState(int(row[0]), 0, 0)
+        if seg.closed and state.folded_bytes == 0:
+            # Closed segments never change: DuckDB may read them in place.
+            return _Piece(seg, state.file_id, seg.path, seg.size, scratch=False)
+        # Possibly open: copy only the complete lines in [folded, size) - the file may
+        # grow while DuckDB reads it, and its last line may be half-written.
+        try:
+            with seg.path.open("rb") as f:
+                f.seek(state.folded_bytes)
+                data = f.read(seg.size - state.folded_bytes)
+        except FileNotFoundError:
+            return None
+        end = data.rfind(b"\n")
+        if end < 0:
+            return None
+        assert self._scratch_dir is not None
+        scratch = self._scratch_dir / f"{state.file_id}-{state.folded_bytes}.jsonl"
+        scratch.write_bytes(data[: end + 1])
+        return _Piece(seg, state.file_id, scratch, state.folded_bytes + end + 1, scratch=True)
+
+    def _fold(self, con: duckdb.DuckDBPyConnection, kind: str, pieces: list[_Piece]) -> tuple[int, int]:
+        columns = _VISIT_COLUMNS if kind == "visit" else _ACTIVITY_COLUMNS
+        time_col = "enterTime" if kind == "visit" else "startTime"
+        end_col = "exitTime" if kind == "visit" else "endTime"
+        required = [c for c in columns if c not in {"latitude", "longitude"}]
+        valid = " AND ".join(f"{c} IS NOT NULL" for c in required) + f" AND {end_col} >= {time_col}"
+        if kind == "visit":
+            valid += " AND latitude BETWEEN -90 AND 90 AND longitude BETWEEN -180 AND 180"
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute("CREATE OR REPLACE TEMP TABLE batch_files (filename VARCHAR, file_id INTEGER)")
+            con.executemany("INSERT INTO batch_files VALUES (?, ?)", [[str(p.read_path), p.file_id] for p in pieces])
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE raw AS SELECT f.file_id, r.* EXCLUDE (filename) "
+                "FROM read_json($files, format = 'newline_delimited', columns = $columns, "
+                "ignore_errors = true, filename = true, maximum_object_size = 1048576) r "
+                "JOIN batch_files f USING (filename)",
+                {"files": [str(p.read_path) for p in pieces], "columns": columns},
+            )
+            con.execute(f"CREATE OR REPLACE TEMP TABLE batch AS SELECT * FROM raw WHERE {valid}")  # noqa: S608
+            counts = con.execute(
+                "SELECT file_id, count(*) FROM raw GROUP BY file_id"
+            ).fetchall()
+            good_counts = dict(con.execute("SELECT file_id, count(*) FROM batch GROUP BY file_id").fetchall())
+            for sql in _VISIT_ROLLUPS if kind == "visit" else _ACTIVITY_ROLLUPS:
+                con.execute(sql)
+            lines = dict(counts)
+            con.executemany(
+                "UPDATE files SET folded_bytes = ?, pieces = pieces + 1, lines = lines + ?, "
+                "bad_lines = bad_lines + ? WHERE file_id = ?",
+                [
+                    [
+                        p.new_folded,
+                        good_counts.get(p.file_id, 0),
+                        lines.get(p.file_id, 0) - good_counts.get(p.file_id, 0),
+                        p.file_id,
+                    ]
+                    for p in pieces
+                ],
+            )
+            con.execute("DROP TABLE raw")
+            con.execute("DROP TABLE batch")
+            con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+            raise
+        good = sum(good_counts.values())
+        return good, sum(lines.values()) - good
+
+    def _drop_file(self, con: duckdb.DuckDBPyConnection, file_id: int, *, delete_file_row: bool) -> None:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for table in _ROLLUP_TABLES:
+                con.execute(f"DELETE FROM {table} WHERE file_id = ?", [file_id])  # noqa: S608
+            if delete_file_row:
+                con.execute("DELETE FROM files WHERE file_id = ?", [file_id])
+            else:
+                con.execute(
+                    "UPDATE files SET folded_bytes = 0, pieces = 0, lines = 0, bad_lines = 0 WHERE file_id = ?",
+                    [file_id],
+                )
+            con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+            raise
+
+    def _compact(self, con: duckdb.DuckDBPyConnection, file_id: int) -> None:
+        """Merge the per-piece rows of a closed segment folded in several pieces."""
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for table, keys in _COMPACT.items():
+                con.execute(
+                    f"CREATE OR REPLACE TEMP TABLE compacted AS SELECT file_id, {keys}, sum(n)::BIGINT AS n "  # noqa: S608
+                    f"FROM {table} WHERE file_id = ? GROUP BY file_id, {keys}",
+                    [file_id],
+                )
+                con.execute(f"DELETE FROM {table} WHERE file_id = ?", [file_id])  # noqa: S608
+                con.execute(f"INSERT INTO {table} SELECT * FROM compacted")  # noqa: S608
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE compacted AS SELECT DISTINCT * FROM r_user_day WHERE file_id = ?",
+                [file_id],
+            )
+            con.execute("DELETE FROM r_user_day WHERE file_id = ?", [file_id])
+            con.execute("INSERT INTO r_user_day SELECT * FROM compacted")
+            con.execute("DROP TABLE compacted")
+            con.execute("UPDATE files SET pieces = 1 WHERE file_id = ?", [file_id])
+            con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+            raise
+
+    # -- queries (all values bound as parameters) ------------------------------
+
+    def _rows(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> list[tuple[Any, ...]]:
+        return self.cursor().execute(sql, params).fetchall()
+
+    def summary(self) -> dict[str, Any]:
+        """Totals, data extent and fold progress."""
+        totals = dict(self._rows("SELECT kind, sum(n)::BIGINT FROM r_count GROUP BY kind", []))
+        extent = self._rows("SELECT min(minute), max(minute) FROM r_count", [])[0]
+        files = self._rows(
+            "SELECT count(*), coalesce(sum(lines), 0)::BIGINT, coalesce(sum(bad_lines), 0)::BIGINT FROM files", []
+        )[0]
+        return {
+            "reports": {"visit": int(totals.get(0, 0)), "activity": int(totals.get(1, 0))},
+            "firstMs": None if extent[0] is None else int(extent[0]) * MINUTE_MS,
+            "lastMs": None if extent[1] is None else (int(extent[1]) + 1) * MINUTE_MS,
+            "files": int(files[0]),
+            "badLines": int(files[2]),
+        }
+
+    def extent(self) -> Range | None:
+        """The minute-aligned range holding every folded report, or ``None`` when empty."""
+        lo, hi = self._rows("SELECT min(minute), max(minute) FROM r_count", [])[0]
+        if lo is None:
+            return None
+        return Range(int(lo) * MINUTE_MS, (int(hi) + 1) * MINUTE_MS)
+
+    def timeseries(self, r: Range, bucket: Bucket, kinds: Sequence[ReportKind]) -> list[dict[str, int]]:
+        """Reports per bucket and kind: ``[{"t": bucket start ms, "visit": n, "activity": n}]``."""
+        width = _BUCKET_MINUTES[bucket]
+        rows = self._rows(
+            "SELECT minute // $w AS b, "
+            "sum(n) FILTER (WHERE kind = 0)::BIGINT, sum(n) FILTER (WHERE kind = 1)::BIGINT "
+            "FROM r_count WHERE minute >= $lo AND minute < $hi AND list_contains($kinds, kind) "
+            "GROUP BY b ORDER BY b",
+            {"w": width, "lo": r.start_minute, "hi": r.end_minute, "kinds": [_kind_code(k) for k in kinds]},
+        )
+        return [
+            {"t": int(b) * width * MINUTE_MS, "visit": int(v or 0), "activity": int(a or 0)} for b, v, a in rows
+        ]
+
+    def _breakdown(self, table: str, column: str, r: Range) -> list[dict[str, int]]:
+        rows = self._rows(
+            f"SELECT {column}, sum(n)::BIGINT FROM {table} "  # noqa: S608 - identifiers are constants
+            "WHERE minute >= ? AND minute < ? GROUP BY 1 ORDER BY 1",
+            [r.start_minute, r.end_minute],
+        )
+        return [{"type": int(k), "count": int(n)} for k, n in rows]
+
+    def activity_types(self, r: Range) -> list[dict[str, int]]:
+        """Activities per ``activityType``."""
+        return self._breakdown("r_activity", "activity_type", r)
+
+    def algorithm_types(self, r: Range) -> list[dict[str, int]]:
+        """Visits per ``algorithmType``."""
+        return self._breakdown("r_algorithm", "algorithm_type", r)
+
+    def visit_durations(self, r: Range) -> list[dict[str, Any]]:
+        """Visit-duration histogram, every bucket listed (zero counts included)."""
+        counts = dict(
+            self._rows(
+                "SELECT bucket, sum(n)::BIGINT FROM r_duration WHERE minute >= ? AND minute < ? GROUP BY 1",
+                [r.start_minute, r.end_minute],
+            )
+        )
+        out: list[dict[str, Any]] = []
+        edges = DURATION_EDGES_MINUTES
+        for i, lo in enumerate(edges):
+            hi = edges[i + 1] if i + 1 < len(edges) else None
+            out.append({"fromMinutes": lo, "toMinutes": hi, "count": int(counts.get(i, 0))})
+        return out
+
+    def top_pois(self, r: Range, by: Literal["visits", "users"], limit: int) -> list[dict[str, Any]]:
+        """Points of interest with the most visits (or distinct users), ties by poiId."""
+        order = "visits DESC" if by == "visits" else "users DESC"
+        rows = self._rows(
+            "SELECT poi_id, sum(n)::BIGINT AS visits, count(DISTINCT user_id) AS users FROM r_poi "
+            f"WHERE minute >= ? AND minute < ? GROUP BY poi_id ORDER BY {order}, poi_id LIMIT ?",  # noqa: S608
+            [r.start_minute, r.end_minute, limit],
+        )
+        # poiId is int64: send it as a string too, JavaScript numbers lose precision past 2^53.
+        return [{"poiId": str(p), "visits": int(v), "users": int(u)} for p, v, u in rows]
+
+    def geo(self, r: Range, cell: int) -> list[list[int]]:
+        """Visit density on a ``cell``-degree grid: ``[[lon_lo, lat_lo, count], ...]``."""
+        rows = self._rows(
+            "SELECT (lon // $c) * $c AS x, (lat // $c) * $c AS y, sum(n)::BIGINT FROM r_geo "
+            "WHERE minute >= $lo AND minute < $hi GROUP BY x, y ORDER BY x, y",
+            {"c": cell, "lo": r.start_minute, "hi": r.end_minute},
+        )
+        return [[int(x), int(y), int(n)] for x, y, n in rows]
+
+    def unique_users(self, r: Range, kinds: Sequence[ReportKind]) -> list[dict[str, Any]]:
+        """Distinct userIds per UTC day, for every day overlapping the range (whole days)."""
+        rows = self._rows(
+            "SELECT day, count(DISTINCT user_id) FROM r_user_day "
+            "WHERE day >= ? AND day <= ? AND list_contains(?, kind) GROUP BY day ORDER BY day",
+            [r.first_day, r.last_day, [_kind_code(k) for k in kinds]],
+        )
+        return [
+            {"day": (dt.date(1970, 1, 1) + dt.timedelta(days=int(d))).isoformat(), "users": int(u)} for d, u in rows
+        ]
+
+
+def _kind_code(kind: ReportKind) -> int:
+    return 0 if kind == "visit" else 1
+
