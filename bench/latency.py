@@ -9,7 +9,6 @@ wrk2 applies. Histograms from worker processes merge exactly (same bucket layout
 
 from __future__ import annotations
 
-import base64
 from typing import Final
 
 from hdrh.histogram import HdrHistogram
@@ -72,12 +71,12 @@ class LatencyHistogram:
 
     def encode(self) -> str:
         """Compressed text form (HdrHistogram's standard encoding), to send between processes."""
-        return base64.b64encode(self._hist.encode()).decode("ascii") if self.count else ""
+        return bytes(self._hist.encode()).decode("ascii") if self.count else ""
 
     @classmethod
     def decode(cls, text: str) -> LatencyHistogram:
         """Inverse of :meth:`encode`."""
         out = cls()
         if text:
-            out._hist = HdrHistogram.decode(base64.b64decode(text))
+            out._hist = HdrHistogram.decode(text.encode("ascii"))
         return out

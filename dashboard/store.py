@@ -116,19 +116,21 @@ CREATE TABLE IF NOT EXISTS r_user_day (file_id INTEGER, day INTEGER, kind TINYIN
 def _duration_case(column: str) -> str:
     # Built from module constants only (never from request input).
     parts = [
-        f"WHEN {column} >= {edge * MINUTE_MS} THEN {i}"
-        for i, edge in reversed(list(enumerate(DURATION_EDGES_MINUTES)))
+        f"WHEN {column} >= {edge * MINUTE_MS} THEN {i}" for i, edge in reversed(list(enumerate(DURATION_EDGES_MINUTES)))
     ]
     return "CASE " + " ".join(parts) + " ELSE 0 END"
 
 
+_DURATION_INSERT: Final = (
+    "INSERT INTO r_duration SELECT file_id, enterTime // 60000 AS m, {} AS b, count(*) FROM batch GROUP BY ALL".format(  # noqa: S608, E501
+        _duration_case("exitTime - enterTime")
+    )
+)
 # Rollup inserts per report kind, reading the temp table ``batch`` (file_id + report columns).
 _VISIT_ROLLUPS: Final = (
     "INSERT INTO r_count SELECT file_id, enterTime // 60000 AS m, 0, count(*) FROM batch GROUP BY ALL",
     "INSERT INTO r_algorithm SELECT file_id, enterTime // 60000 AS m, algorithmType, count(*) FROM batch GROUP BY ALL",
-    "INSERT INTO r_duration SELECT file_id, enterTime // 60000 AS m, "
-    + _duration_case("exitTime - enterTime")
-    + " AS b, count(*) FROM batch GROUP BY ALL",
+    _DURATION_INSERT,
     "INSERT INTO r_geo SELECT file_id, enterTime // 60000 AS m, least(floor(latitude), 89)::SMALLINT AS la, "
     "least(floor(longitude), 179)::SMALLINT AS lo, count(*) FROM batch GROUP BY ALL",
     "INSERT INTO r_poi SELECT file_id, enterTime // 60000 AS m, poiId, userId, count(*) FROM batch GROUP BY ALL",
@@ -242,10 +244,7 @@ def list_segments(record_directory: Path, topics: dict[str, ReportKind]) -> list
         key = (topic, partition)
         newest[key] = max(newest.get(key, -1), offset)
     return sorted(
-        (
-            SegmentFile(p, t, k, part, off, size, closed=off < newest[(t, part)])
-            for p, t, k, part, off, size in found
-        ),
+        (SegmentFile(p, t, k, part, off, size, closed=off < newest[(t, part)]) for p, t, k, part, off, size in found),
         key=lambda s: (s.topic, s.partition, s.start_offset),
     )
 
@@ -309,7 +308,10 @@ class RollupStore:
                 self._scratch_dir = self.database.parent / (self.database.name + ".scratch")
             else:
                 self._scratch_dir = None
-            config = {"threads": str(self._threads), "memory_limit": self._memory_limit}
+            config: dict[str, str | bool | int | float | list[str]] = {
+                "threads": str(self._threads),
+                "memory_limit": self._memory_limit,
+            }
             con = duckdb.connect(str(self.database) if self.database else ":memory:", config=config)
         except (duckdb.Error, OSError) as exc:
             raise StoreError(
@@ -394,9 +396,9 @@ class RollupStore:
         # 2. compare with what was folded
         on_disk = {str(s.path) for s in segments}
         dropped = 0
-        for path, state in known.items():
+        for path, gone in known.items():
             if path not in on_disk:
-                self._drop_file(con, state.file_id, delete_file_row=True)
+                self._drop_file(con, gone.file_id, delete_file_row=True)
                 dropped += 1
         pending: list[tuple[SegmentFile, FileState | None]] = []
         for seg in segments:
@@ -467,9 +469,7 @@ class RollupStore:
         if batch:
             yield batch
 
-    def _prepare(
-        self, con: duckdb.DuckDBPyConnection, seg: SegmentFile, state: FileState | None
-    ) -> _Piece | None:
+    def _prepare(self, con: duckdb.DuckDBPyConnection, seg: SegmentFile, state: FileState | None) -> _Piece | None:
         if state is None:
             row = con.execute(
                 "INSERT INTO files VALUES (nextval('file_ids'), ?, ?, ?, 0, 0, 0, 0) RETURNING file_id",
@@ -516,9 +516,7 @@ class RollupStore:
                 {"files": [str(p.read_path) for p in pieces], "columns": columns},
             )
             con.execute(f"CREATE OR REPLACE TEMP TABLE batch AS SELECT * FROM raw WHERE {valid}")  # noqa: S608
-            counts = con.execute(
-                "SELECT file_id, count(*) FROM raw GROUP BY file_id"
-            ).fetchall()
+            counts = con.execute("SELECT file_id, count(*) FROM raw GROUP BY file_id").fetchall()
             good_counts = dict(con.execute("SELECT file_id, count(*) FROM batch GROUP BY file_id").fetchall())
             for sql in _VISIT_ROLLUPS if kind == "visit" else _ACTIVITY_ROLLUPS:
                 con.execute(sql)
@@ -627,9 +625,7 @@ class RollupStore:
             "GROUP BY b ORDER BY b",
             {"w": width, "lo": r.start_minute, "hi": r.end_minute, "kinds": [_kind_code(k) for k in kinds]},
         )
-        return [
-            {"t": int(b) * width * MINUTE_MS, "visit": int(v or 0), "activity": int(a or 0)} for b, v, a in rows
-        ]
+        return [{"t": int(b) * width * MINUTE_MS, "visit": int(v or 0), "activity": int(a or 0)} for b, v, a in rows]
 
     def _breakdown(self, table: str, column: str, r: Range) -> list[dict[str, int]]:
         rows = self._rows(
@@ -665,11 +661,8 @@ class RollupStore:
     def top_pois(self, r: Range, by: Literal["visits", "users"], limit: int) -> list[dict[str, Any]]:
         """Points of interest with the most visits (or distinct users), ties by poiId."""
         order = "visits DESC" if by == "visits" else "users DESC"
-        rows = self._rows(
-            "SELECT poi_id, sum(n)::BIGINT AS visits, count(DISTINCT user_id) AS users FROM r_poi "
-            f"WHERE minute >= ? AND minute < ? GROUP BY poi_id ORDER BY {order}, poi_id LIMIT ?",  # noqa: S608
-            [r.start_minute, r.end_minute, limit],
-        )
+        sql = f"SELECT poi_id, sum(n)::BIGINT AS visits, count(DISTINCT user_id) AS users FROM r_poi WHERE minute >= ? AND minute < ? GROUP BY poi_id ORDER BY {order}, poi_id LIMIT ?"  # noqa: S608, E501 - order is one of two constants
+        rows = self._rows(sql, [r.start_minute, r.end_minute, limit])
         # poiId is int64: send it as a string too, JavaScript numbers lose precision past 2^53.
         return [{"poiId": str(p), "visits": int(v), "users": int(u)} for p, v, u in rows]
 
@@ -696,4 +689,3 @@ class RollupStore:
 
 def _kind_code(kind: ReportKind) -> int:
     return 0 if kind == "visit" else 1
-

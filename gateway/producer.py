@@ -1,0 +1,464 @@
+"""A typed producer adapter around aiokafka that batches reports across requests.
+
+Delivery semantics: :meth:`BatchingProducer.submit` appends a request's records to
+per-partition batches and returns futures; each future resolves (to ``None``, or to
+the error) only when the broker has acknowledged (``acks=all``) or failed *the whole
+batch*. The gateway answers 200 only when every future of the request resolved to
+``None``; anything else is a 503, and the records may or may not be in Kafka
+(at-least-once: a client retry can duplicate them, never lose them).
+
+Batching (per worker process):
+
+1. Each partition has one *open* batch (an aiokafka ``BatchBuilder``). Records of
+   concurrent requests are appended to it; a request keeps the batch's future.
+2. A new batch is handed to aiokafka (``send_batch``) at once, and stays open for
+   appends while it waits in aiokafka's accumulator: aiokafka keeps one produce
+   request in flight per broker, so under load the batch fills up while the previous
+   request is on the wire, and is closed only when the sender drains it (or it is
+   full). That is adaptive linger: no added delay when idle, big batches when busy,
+   and few produce requests (system calls are dear on these machines).
+3. Submissions per partition are ordered (one task waits for the previous), so
+   records of one key keep their order.
+4. Futures are our own and never cancelled by a request going away (client gone):
+   the batch is produced and accounted for whoever waits.
+
+Bounded memory: bytes of records not yet acknowledged are counted per worker;
+:meth:`submit` refuses a request with :class:`~gateway.errors.SaturatedError` when
+they would pass ``max_inflight_bytes``. Bytes are released when a batch is acked or fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import struct
+import time
+from collections.abc import Sequence
+from typing import Any, Final, NamedTuple, Protocol
+
+from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
+from aiokafka.client import AIOKafkaClient  # type: ignore[import-untyped]
+from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+from aiokafka.protocol.transaction import InitProducerIdRequest  # type: ignore[import-untyped]
+
+from footfall.errors import BrokerError, BrokerUnavailableError
+from footfall.kafka import parse_brokers, partition_for
+from gateway.errors import SaturatedError, UnavailableError
+from gateway.metrics import GatewayMetrics
+from gateway.settings import GatewaySettings
+
+__all__ = [
+    "BatchingProducer",
+    "Delivery",
+    "Headers",
+    "PerReportProducer",
+    "Record",
+    "ReportProducer",
+    "create_producer",
+    "probe_idempotence",
+]
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]]
+#: What a request waits on: resolves to None once acked, or to the error that failed it.
+Delivery = asyncio.Future[BaseException | None]
+
+_RECORD_OVERHEAD: Final = 24  # varints, attributes, offsets/timestamp deltas: a fair upper bound
+_PROBE_INTERVAL: Final = 0.5
+_PROBE_TIMEOUT: Final = 1.0
+#: A produce timeout or failed batch keeps /readyz false for this long (seconds).
+_FAILURE_HOLD: Final = 1.0
+#: /readyz turns false above this fraction of --max-inflight-bytes, and for a while after a shed.
+_SATURATION: Final = 0.9
+_SHED_HOLD: Final = 1.0
+_API_VERSIONS_V0: Final = struct.pack(">hhih", 18, 0, 0x0F0F, 8) + b"footfall"
+
+
+class Record(NamedTuple):
+    """One Kafka record: key (userId bytes) and value (the re-encoded report)."""
+
+    key: bytes
+    value: bytes
+
+
+class ReportProducer(Protocol):
+    """What the HTTP layer needs from a producer (the tests supply a fake)."""
+
+    @property
+    def inflight_bytes(self) -> int: ...
+
+    @property
+    def broker_reachable(self) -> bool: ...
+
+    def ready(self) -> bool:
+        """Broker reachable, no recent failure, not saturated."""
+        ...
+
+    def note_timeout(self) -> None:
+        """A request gave up waiting for its acks (counts as a broker failure)."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self, timeout: float) -> None: ...
+
+    async def submit(self, topic: str, records: Sequence[Record], headers: Headers, timestamp_ms: int) -> list[Delivery]:
+        """Queue every record of one request, or none.
+
+        Raises:
+            SaturatedError: the in-flight byte cap would be passed.
+            UnavailableError: the broker is known to be unreachable, or the producer is stopping.
+        """
+        ...
+
+
+class _Batch:
+    __slots__ = ("builder", "future", "nbytes", "records", "started", "topic")
+
+    def __init__(self, builder: Any, future: Delivery, topic: str) -> None:
+        self.builder = builder
+        self.future = future
+        self.topic = topic
+        self.nbytes = 0
+        self.records = 0
+        self.started = time.perf_counter()
+
+
+class _Partition:
+    __slots__ = ("batch", "submitting")
+
+    def __init__(self) -> None:
+        self.batch: _Batch | None = None
+        self.submitting: asyncio.Task[None] | None = None
+
+
+async def _kafka_answers(host: str, port: int, timeout: float) -> bool:
+    """True if ``host:port`` answers an ApiVersions request within ``timeout`` (a paused broker does not)."""
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(struct.pack(">i", len(_API_VERSIONS_V0)) + _API_VERSIONS_V0)
+            await writer.drain()
+            header = await reader.readexactly(8)
+    except (OSError, TimeoutError, asyncio.IncompleteReadError):
+        return False
+    finally:
+        if writer is not None:
+            writer.close()
+    return struct.unpack(">ii", header)[1] == 0x0F0F
+
+
+async def probe_idempotence(brokers: str, timeout: float = 5.0) -> bool:
+    """True if the cluster grants a producer id (InitProducerId), i.e. supports idempotence.
+
+    The embedded broker (Tansu) answers InitProducerId with an error; real Kafka grants one.
+    """
+    client = AIOKafkaClient(bootstrap_servers=parse_brokers(brokers), request_timeout_ms=int(timeout * 1000))
+    try:
+        async with asyncio.timeout(timeout):
+            await client.bootstrap()
+            node = client.get_random_node()
+            response = await client.send(node, InitProducerIdRequest(None, 60_000))
+        return bool(response.error_code == 0)
+    except (KafkaError, OSError, TimeoutError):
+        return False
+    finally:
+        with contextlib.suppress(KafkaError, OSError):
+            await client.close()
+
+
+class _BaseProducer:
+    """aiokafka life cycle, broker probing, partition counts and in-flight accounting."""
+
+    def __init__(self, settings: GatewaySettings, metrics: GatewayMetrics, *, idempotence: bool) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._idempotence = idempotence
+        self._producer: Any = None
+        self._inflight = 0
+        self._inflight_requests = 0
+        self._cap = settings.max_inflight_bytes
+        self._partition_counts: dict[str, int] = {}
+        self._probe_ok = True
+        self._last_failure = -1e9
+        self._last_shed = -1e9
+        self._probe_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._pending: set[Delivery] = set()
+        self._brokers = [(h, int(p)) for h, _, p in (b.rpartition(":") for b in parse_brokers(settings.brokers))]
+
+    @property
+    def inflight_bytes(self) -> int:
+        return self._inflight
+
+    @property
+    def broker_reachable(self) -> bool:
+        return self._probe_ok
+
+    def ready(self) -> bool:
+        now = time.monotonic()
+        return (
+            self._probe_ok
+            and not self._stopping
+            and now - self._last_failure > _FAILURE_HOLD
+            and now - self._last_shed > _SHED_HOLD
+            and self._inflight < self._cap * _SATURATION
+        )
+
+    def note_timeout(self) -> None:
+        self._last_failure = time.monotonic()
+        self._metrics.broker_errors.labels("produce_timeout").inc()
+
+    async def start(self) -> None:
+        """Connect, learn partition counts, start the broker probe. Idempotent."""
+        if self._producer is not None:
+            return
+        s = self._settings
+        producer = AIOKafkaProducer(
+            bootstrap_servers=parse_brokers(s.brokers),
+            acks="all",
+            linger_ms=s.linger_ms,
+            max_batch_size=s.batch_size,
+            max_request_size=max(s.batch_size, 1024 * 1024),
+            compression_type=None if s.compression == "none" else s.compression,
+            request_timeout_ms=s.request_timeout_ms,
+            enable_idempotence=self._idempotence,
+            client_id="footfall-gateway",
+        )
+        try:
+            await producer.start()
+            for topic in (s.visit_topic, s.activity_topic):
+                self._partition_counts[topic] = len(await producer.partitions_for(topic))
+        except KafkaError as exc:
+            with contextlib.suppress(KafkaError):
+                await producer.stop()
+            raise BrokerUnavailableError(f"cannot start the Kafka producer on {s.brokers}: {exc!r}") from exc
+        self._producer = producer
+        self._probe_task = asyncio.get_running_loop().create_task(self._probe_loop())
+        log.info(
+            "producer started",
+            extra={"partitions": self._partition_counts, "idempotence": self._idempotence, "mode": s.produce_mode},
+        )
+
+    async def stop(self, timeout: float) -> None:
+        """Stop taking records, wait up to ``timeout`` s for outstanding acks, close. Idempotent.
+
+        1. refuse new submissions; 2. push open batches out and await their acks;
+        3. stop aiokafka (whatever is still unacked after the deadline fails and is counted).
+        """
+        self._stopping = True
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe_task
+            self._probe_task = None
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        deadline = time.monotonic() + timeout
+        pending = [f for f in self._pending if not f.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=max(0.0, deadline - time.monotonic()))
+        left = sum(1 for f in pending if not f.done())
+        try:
+            await asyncio.wait_for(producer.stop(), timeout=max(0.1, deadline - time.monotonic()))
+        except (TimeoutError, KafkaError) as exc:
+            log.warning("producer did not stop cleanly", extra={"error": repr(exc)})
+        log.info("producer stopped", extra={"unacked_batches": left, "inflight_bytes": self._inflight})
+
+    def _partitions(self, topic: str) -> int:
+        count = self._partition_counts.get(topic)
+        if count is None:
+            raise UnavailableError(f"no metadata for topic {topic!r} yet")
+        return count
+
+    async def _probe_loop(self) -> None:
+        while True:
+            ok = False
+            for host, port in self._brokers:
+                if await _kafka_answers(host, port, _PROBE_TIMEOUT):
+                    ok = True
+                    break
+            if ok != self._probe_ok:
+                log.warning("broker reachable" if ok else "broker unreachable", extra={"brokers": self._settings.brokers})
+            if not ok:
+                self._metrics.broker_errors.labels("probe").inc()
+            self._probe_ok = ok
+            self._refresh_partition_counts()
+            self._metrics.ready.set(1.0 if self.ready() else 0.0)
+            await asyncio.sleep(_PROBE_INTERVAL)
+
+    def _refresh_partition_counts(self) -> None:
+        cluster = self._producer.client.cluster if self._producer is not None else None
+        if cluster is None:
+            return
+        for topic in self._partition_counts:
+            parts = cluster.partitions_for_topic(topic)
+            if parts:
+                self._partition_counts[topic] = len(parts)
+
+    def _admit(self, records: Sequence[Record], headers: Headers) -> int:
+        """Size of the request in bytes if it may be queued now; else raise (nothing queued)."""
+        if self._stopping or self._producer is None:
+            raise UnavailableError("the gateway is shutting down")
+        if not self._probe_ok:
+            raise UnavailableError("Kafka is unreachable")
+        per_record = _RECORD_OVERHEAD + sum(len(k) + len(v) for k, v in headers)
+        size = sum(len(r.key) + len(r.value) for r in records) + per_record * len(records)
+        if self._inflight and self._inflight + size > self._cap:
+            self._last_shed = time.monotonic()
+            raise SaturatedError(
+                f"{self._inflight} bytes await the broker's ack (cap {self._cap}); retry later"
+            )
+        return size
+
+    def _release(self, nbytes: int) -> None:
+        self._inflight -= nbytes
+        self._metrics.inflight_bytes.set(self._inflight)
+
+
+class BatchingProducer(_BaseProducer):
+    """Batches records of concurrent requests per partition (see the module docstring)."""
+
+    def __init__(self, settings: GatewaySettings, metrics: GatewayMetrics, *, idempotence: bool) -> None:
+        super().__init__(settings, metrics, idempotence=idempotence)
+        self._tps: dict[tuple[str, int], _Partition] = {}
+
+    async def submit(self, topic: str, records: Sequence[Record], headers: Headers, timestamp_ms: int) -> list[Delivery]:
+        """Append every record of one request to its partition's open batch; return the batches' futures.
+
+        Synchronous in effect (never awaits), so a request is queued whole or not at all.
+        """
+        self._admit(records, headers)
+        partitions = self._partitions(topic)
+        per_record = _RECORD_OVERHEAD + sum(len(k) + len(v) for k, v in headers)
+        deliveries: list[Delivery] = []
+        last_key = b""
+        partition = -1
+        added = 0
+        for key, value in records:
+            if key != last_key:  # one murmur2 per run of equal keys (one per request for the original client)
+                partition = partition_for(key, partitions)
+                last_key = key
+            tp = (topic, partition)
+            state = self._tps.get(tp)
+            if state is None:
+                state = self._tps[tp] = _Partition()
+            batch = state.batch
+            if batch is None or batch.builder.append(timestamp=timestamp_ms, key=key, value=value, headers=headers) is None:
+                batch = self._open(tp, state)
+                # The first record always fits (a builder takes one record of any size).
+                batch.builder.append(timestamp=timestamp_ms, key=key, value=value, headers=headers)
+            nbytes = len(key) + len(value) + per_record
+            batch.nbytes += nbytes
+            batch.records += 1
+            added += nbytes
+            if not deliveries or deliveries[-1] is not batch.future:
+                if batch.future not in deliveries:
+                    deliveries.append(batch.future)
+        self._inflight += added
+        self._metrics.inflight_bytes.set(self._inflight)
+        return deliveries
+
+    def _open(self, tp: tuple[str, int], state: _Partition) -> _Batch:
+        loop = asyncio.get_running_loop()
+        batch = _Batch(self._producer.create_batch(), loop.create_future(), tp[0])
+        state.batch = batch
+        self._pending.add(batch.future)
+        state.submitting = loop.create_task(self._submit(tp, batch, state.submitting))
+        return batch
+
+    async def _submit(self, tp: tuple[str, int], batch: _Batch, previous: asyncio.Task[None] | None) -> None:
+        # 1. keep per-partition order: the previous batch is handed over first;
+        # 2. send_batch waits (appends still land) until aiokafka drained the previous one;
+        # 3. the ack (or failure) settles our future from a callback, whoever still waits.
+        if previous is not None and not previous.done():
+            await asyncio.wait((previous,))
+        try:
+            if self._producer is None:
+                raise BrokerUnavailableError("the producer is stopped")
+            ack = await self._producer.send_batch(batch.builder, tp[0], partition=tp[1])
+        except (KafkaError, BrokerError) as exc:
+            batch.builder.close()
+            self._settle(batch, exc)
+            return
+        except asyncio.CancelledError:
+            batch.builder.close()
+            self._settle(batch, BrokerUnavailableError("the producer stopped before the batch was sent"))
+            raise
+        ack.add_done_callback(functools.partial(self._on_ack, batch))
+
+    def _on_ack(self, batch: _Batch, ack: asyncio.Future[Any]) -> None:
+        error = ack.exception() if not ack.cancelled() else BrokerUnavailableError("produce cancelled")
+        self._settle(batch, error)
+
+    def _settle(self, batch: _Batch, error: BaseException | None) -> None:
+        m = self._metrics
+        m.ack_seconds.labels(batch.topic).observe(time.perf_counter() - batch.started)
+        m.batch_records.labels(batch.topic).observe(batch.records)
+        m.batch_bytes.labels(batch.topic).observe(batch.nbytes)
+        if error is not None:
+            self._last_failure = time.monotonic()
+            m.broker_errors.labels(type(error).__name__).inc()
+            log.warning(
+                "batch failed", extra={"topic": batch.topic, "records": batch.records, "error": repr(error)}
+            )
+        self._release(batch.nbytes)
+        self._pending.discard(batch.future)
+        if not batch.future.done():
+            batch.future.set_result(error)
+
+
+class PerReportProducer(_BaseProducer):
+    """The plain approach, kept only as a perf reference: ``send()`` per report, then gather."""
+
+    async def submit(self, topic: str, records: Sequence[Record], headers: Headers, timestamp_ms: int) -> list[Delivery]:
+        """``send()`` each record (aiokafka batches them itself) and gather the acks into one future."""
+        size = self._admit(records, headers)
+        partitions = self._partitions(topic)
+        self._inflight += size
+        sends = []
+        try:
+            for key, value in records:
+                sends.append(
+                    await self._producer.send(
+                        topic, value, key=key, partition=partition_for(key, partitions),
+                        timestamp_ms=timestamp_ms, headers=headers,
+                    )
+                )
+        except KafkaError as exc:
+            for f in sends:
+                f.cancel()
+            self._release(size)
+            raise UnavailableError(f"Kafka refused the records: {exc!r}") from exc
+        loop = asyncio.get_running_loop()
+        delivery: Delivery = loop.create_future()
+        self._pending.add(delivery)
+        gathered = asyncio.gather(*sends, return_exceptions=True)
+        gathered.add_done_callback(functools.partial(self._on_gathered, delivery, size))
+        return [delivery]
+
+    def _on_gathered(self, delivery: Delivery, size: int, gathered: asyncio.Future[list[Any]]) -> None:
+        error: BaseException | None = None
+        if gathered.cancelled():
+            error = BrokerUnavailableError("produce cancelled")
+        else:
+            error = next((r for r in gathered.result() if isinstance(r, BaseException)), None)
+        if error is not None:
+            self._last_failure = time.monotonic()
+            self._metrics.broker_errors.labels(type(error).__name__).inc()
+        self._release(size)
+        self._pending.discard(delivery)
+        if not delivery.done():
+            delivery.set_result(error)
+
+
+def create_producer(settings: GatewaySettings, metrics: GatewayMetrics, *, idempotence: bool) -> ReportProducer:
+    """The producer for ``settings.produce_mode`` (``batched``, or the ``per-report`` reference)."""
+    if settings.produce_mode == "per-report":
+        return PerReportProducer(settings, metrics, idempotence=idempotence)
+    return BatchingProducer(settings, metrics, idempotence=idempotence)
