@@ -35,7 +35,7 @@ ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
 # Build context is an allow-list (.dockerignore): metadata first, then the packages.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY footfall/ footfall/
 COPY gateway/ gateway/
 COPY sink/ sink/
@@ -60,7 +60,7 @@ FROM python:${PYTHON_VERSION}-slim-${DEBIAN_RELEASE} AS runtime
 
 LABEL org.opencontainers.image.title="footfall" \
       org.opencontainers.image.description="Footfall: HTTP gateway -> Kafka -> files exactly once -> dashboard" \
-      org.opencontainers.image.licenses="Apache-2.0"
+      org.opencontainers.image.licenses="MIT"
 
 # Fixed ids, so a bind-mounted record directory can be chown'ed to match on the host.
 # /data/{records,dashboard,runs} exist and belong to footfall, so a fresh named volume

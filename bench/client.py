@@ -18,7 +18,8 @@ import asyncio
 import contextlib
 import ssl
 import urllib.parse
-from typing import Final, NamedTuple
+import weakref
+from typing import Final, NamedTuple, cast
 
 from footfall.errors import ConfigError
 
@@ -45,6 +46,16 @@ KIND_PROTOCOL: Final = "protocol"
 KIND_CANCELLED: Final = "cancelled"
 
 _MAX_HEAD: Final = 64 * 1024
+
+
+def _header(head: bytes, key: bytes) -> bytes | None:
+    """The stripped value of header ``key`` (``b"\\r\\nname:"``, lower case) in a lower-cased head."""
+    i = head.find(key)
+    if i < 0:
+        return None
+    i += len(key)
+    j = head.find(b"\r\n", i)
+    return head[i : j if j >= 0 else len(head)].strip()
 
 
 class Outcome(NamedTuple):
@@ -77,7 +88,9 @@ class WebService:
     def __init__(self, url: str) -> None:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ConfigError(f"--web-service (env FOOTFALL_BENCH_WEB_SERVICE): expected http(s)://host[:port], got {url!r}")
+            raise ConfigError(
+                f"--web-service (env FOOTFALL_BENCH_WEB_SERVICE): expected http(s)://host[:port], got {url!r}"
+            )
         try:
             port = parts.port
         except ValueError as exc:
@@ -99,7 +112,7 @@ class WebService:
             f"User-Agent: footfall-bench\r\nContent-Type: application/json\r\n{encoding}Content-Length: "
         ).encode("ascii")
 
-    async def probe(self, timeout: float) -> None:
+    async def probe(self, within: float) -> None:
         """Open and close one TCP connection, to fail fast with a clear message.
 
         Raises:
@@ -108,11 +121,13 @@ class WebService:
         from bench.errors import WebServiceError
 
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(within):
                 _, writer = await asyncio.open_connection(self.host, self.port, ssl=self.ssl)
         except (OSError, TimeoutError) as exc:
             reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
-            raise WebServiceError(f"cannot reach the web service at {self.url}: {reason} (is the gateway running?)") from exc
+            raise WebServiceError(
+                f"cannot reach the web service at {self.url}: {reason} (is the gateway running?)"
+            ) from exc
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
@@ -128,8 +143,8 @@ class _Wire(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but have its API.
+        self.transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -141,6 +156,37 @@ class _Wire(asyncio.Protocol):
             self._conn._data(data)
 
 
+class _Sweeper:
+    """Times requests out in sweeps every ``_SWEEP_S`` instead of a timer per request.
+
+    A timer per request (``call_at`` + ``cancel``) costs more than a set insert and removal,
+    and this runs for every request; a timeout may fire up to one sweep late.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._pending: set[Connection] = set()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def add(self, conn: Connection) -> None:
+        self._pending.add(conn)
+        if self._handle is None:
+            self._handle = self._loop.call_later(_SWEEP_S, self._sweep)
+
+    def discard(self, conn: Connection) -> None:
+        self._pending.discard(conn)
+
+    def _sweep(self) -> None:
+        now = self._loop.time()
+        for conn in [c for c in self._pending if c._deadline <= now]:
+            conn._on_timeout()
+        self._handle = self._loop.call_later(_SWEEP_S, self._sweep) if self._pending else None
+
+
+_SWEEP_S: Final = 0.02
+_SWEEPERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweeper] = weakref.WeakKeyDictionary()
+
+
 class Connection:
     """One keep-alive HTTP/1.1 connection; :meth:`post` sends a request and awaits its outcome."""
 
@@ -148,11 +194,15 @@ class Connection:
         self._service = service
         self._timeout = timeout
         self._loop = asyncio.get_running_loop()
+        sweeper = _SWEEPERS.get(self._loop)
+        if sweeper is None:
+            sweeper = _SWEEPERS[self._loop] = _Sweeper(self._loop)
+        self._sweeper = sweeper
+        self._deadline = 0.0
         self._wire: _Wire | None = None
         self._transport: asyncio.Transport | None = None
         self._buf = bytearray()
         self._waiter: asyncio.Future[Outcome] | None = None
-        self._timer: asyncio.TimerHandle | None = None
         # Response parse state.
         self._status = 0
         self._need = -1  # body bytes still expected; -1 = in the head, -2 = chunked
@@ -208,7 +258,8 @@ class Connection:
         self._waiter = waiter
         self._status, self._need, self._close_after, self._retry_after = 0, -1, False, None
         self._buf.clear()
-        self._timer = self._loop.call_at(deadline, self._on_timeout)
+        self._deadline = deadline
+        self._sweeper.add(self)
         self._transport.write(data)
         try:
             return await waiter
@@ -225,15 +276,12 @@ class Connection:
         self._wire = None
 
     def _on_timeout(self) -> None:
-        self._timer = None
         self._finish(Outcome(KIND_TIMEOUT))
         self.close()
 
     def _finish(self, outcome: Outcome) -> None:
         waiter, self._waiter = self._waiter, None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._sweeper.discard(self)
         if waiter is not None and not waiter.done():
             waiter.set_result(outcome)
 
@@ -245,28 +293,25 @@ class Connection:
                 if len(buf) > _MAX_HEAD:
                     raise ValueError("response head too large")
                 return
-            head = bytes(buf[:end]).decode("latin-1")
+            # Byte searches on the lower-cased head, not a header dict: this runs per request.
+            head = bytes(buf[:end]).lower()
             del buf[: end + 4]
-            lines = head.split("\r\n")
-            status_line = lines[0]
-            if not status_line.startswith("HTTP/1."):
+            if not head.startswith(b"http/1."):
                 raise ValueError("not HTTP/1.x")
-            self._status = int(status_line[9:12])
-            self._close_after = status_line.startswith("HTTP/1.0")
-            length = 0
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                name = name.strip().lower()
-                if name == "content-length":
-                    length = int(value)
-                elif name == "transfer-encoding" and "chunked" in value.lower():
-                    length = -2
-                elif name == "connection":
-                    self._close_after = value.strip().lower() == "close"
-                elif name == "retry-after":
+            self._status = int(head[9:12])
+            connection = _header(head, b"\r\nconnection:")
+            self._close_after = connection == b"close" if connection is not None else head[7:8] == b"0"
+            length = _header(head, b"\r\ncontent-length:")
+            if length is not None:
+                self._need = int(length)
+            else:
+                encoding = _header(head, b"\r\ntransfer-encoding:")
+                self._need = -2 if encoding is not None and b"chunked" in encoding else 0
+            if self._status >= 300:
+                retry_after = _header(head, b"\r\nretry-after:")
+                if retry_after is not None:
                     with contextlib.suppress(ValueError):
-                        self._retry_after = max(0.0, float(value.strip()))
-            self._need = length
+                        self._retry_after = max(0.0, float(retry_after))
         if self._need == -2:
             if not self._consume_chunks():
                 return

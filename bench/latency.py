@@ -21,39 +21,58 @@ PERCENTILES: Final = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99.9": 99.9}
 _LOWEST_US: Final = 1
 _HIGHEST_US: Final = 3_600_000_000  # one hour
 _DIGITS: Final = 3
+_FOLD_AT: Final = 4096  # distinct values held before folding into the histogram
 
 
 class LatencyHistogram:
     """Latencies in microseconds; percentiles are exact to 3 significant digits."""
 
-    __slots__ = ("_hist",)
+    __slots__ = ("_hist", "_pending")
 
     def __init__(self) -> None:
         self._hist = HdrHistogram(_LOWEST_US, _HIGHEST_US, _DIGITS)
+        # hdrh's record_value is pure Python (~0.7 µs); counting equal microsecond values in
+        # a dict first (~0.15 µs) and folding them in on read keeps this off the request path.
+        self._pending: dict[int, int] = {}
 
     def record(self, seconds: float) -> None:
         """Record one latency (clamped to [1 µs, 1 h])."""
         us = int(seconds * 1_000_000)
-        self._hist.record_value(min(max(us, _LOWEST_US), _HIGHEST_US))
+        pending = self._pending
+        pending[us] = pending.get(us, 0) + 1
+        if len(pending) >= _FOLD_AT:
+            self._fold()
+
+    def _fold(self) -> None:
+        hist = self._hist
+        for us, n in self._pending.items():
+            hist.record_value(min(max(us, _LOWEST_US), _HIGHEST_US), n)
+        self._pending = {}
+
+    @property
+    def _folded(self) -> HdrHistogram:
+        if self._pending:
+            self._fold()
+        return self._hist
 
     @property
     def count(self) -> int:
         """Number of recorded latencies."""
-        return int(self._hist.get_total_count())
+        return int(self._folded.get_total_count())
 
     def percentile_ms(self, percentile: float) -> float:
         """The latency (ms) at ``percentile`` (0-100); 0.0 when empty."""
         if self.count == 0:
             return 0.0
-        return int(self._hist.get_value_at_percentile(percentile)) / 1000.0
+        return int(self._folded.get_value_at_percentile(percentile)) / 1000.0
 
     def max_ms(self) -> float:
         """The largest latency (ms, to the histogram's precision); 0.0 when empty."""
-        return int(self._hist.get_max_value()) / 1000.0 if self.count else 0.0
+        return int(self._folded.get_max_value()) / 1000.0 if self.count else 0.0
 
     def mean_ms(self) -> float:
         """The mean latency (ms); 0.0 when empty."""
-        return float(self._hist.get_mean_value()) / 1000.0 if self.count else 0.0
+        return float(self._folded.get_mean_value()) / 1000.0 if self.count else 0.0
 
     def summary(self) -> dict[str, float | int]:
         """``{"count", "p50", "p90", "p99", "p99.9", "max", "mean"}`` in ms."""
@@ -67,11 +86,11 @@ class LatencyHistogram:
     def add(self, other: LatencyHistogram) -> None:
         """Merge ``other`` into this histogram."""
         if other.count:
-            self._hist.add(other._hist)
+            self._folded.add(other._folded)
 
     def encode(self) -> str:
         """Compressed text form (HdrHistogram's standard encoding), to send between processes."""
-        return bytes(self._hist.encode()).decode("ascii") if self.count else ""
+        return bytes(self._folded.encode()).decode("ascii") if self.count else ""
 
     @classmethod
     def decode(cls, text: str) -> LatencyHistogram:

@@ -31,11 +31,11 @@ class BenchSettings(msgspec.Struct, frozen=True, kw_only=True):
     ] = 10
     report_interval: Annotated[
         float,
-        Meta(ge=0, description="seconds between a client's days (ticking mode); 0 = closed loop, send on each response"),
+        Meta(ge=0, description="seconds between a client's days (ticking mode); 0 = closed loop"),
     ] = 1.0
     rate: Annotated[
         float,
-        Meta(ge=0, description="open model: requests/s at a constant arrival rate, latency from the intended send time; 0 = off"),
+        Meta(ge=0, description="open model: requests/s on a fixed schedule, latency from intended send time; 0 = off"),
     ] = 0.0
     duration: Annotated[float, Meta(ge=0, description="stop sending after this many seconds; 0 = no limit")] = 0.0
     requests: Annotated[int, Meta(ge=0, description="stop after this many requests (POSTs) in all; 0 = no limit")] = 0
@@ -48,11 +48,11 @@ class BenchSettings(msgspec.Struct, frozen=True, kw_only=True):
     seed: Annotated[int, Meta(ge=-1, description="random seed; same seed, same data; -1 = pick one (printed)")] = -1
     timeout: Annotated[float, Meta(gt=0, description="seconds to wait for a response, connect included")] = 10.0
     retries: Annotated[
-        int, Meta(ge=0, le=100, description="retries of a failed request (5xx, 429, transport), with backoff honouring Retry-After")
+        int, Meta(ge=0, le=100, description="retries of a failed request (5xx, 429, transport); honours Retry-After")
     ] = 0
     start_date: Annotated[dt.date, Meta(description="first simulated day (UTC), YYYY-MM-DD")] = DEFAULT_START_DATE
     max_error_rate: Annotated[
-        float, Meta(ge=0, le=1, description="exit 1 when failed/sent requests exceed this fraction")
+        float, Meta(ge=0, le=1, description="exit 1 when failed/finished requests exceed this fraction")
     ] = 0.0
     json: Annotated[str | None, Meta(description="write the run summary and ledger (for 'verify') to this file")] = None
     quiet: Annotated[bool, Meta(description="no live display; a plain progress line every --progress-interval")] = False
@@ -69,9 +69,13 @@ class VerifySettings(msgspec.Struct, frozen=True, kw_only=True):
     """``bench verify RUN.json --record-directory DIR``."""
 
     run_json: Annotated[str, Meta(description="run file written by 'bench --json' (also positional)")]
-    record_directory: Annotated[
-        str, Meta(description="the sink's record directory (<DIR>/<topic>/date=*/*.jsonl)")
-    ] = "records"
+    record_directory: Annotated[str, Meta(description="the sink's record directory (<DIR>/<topic>/date=*/*.jsonl)")] = (
+        "records"
+    )
     visit_topic: Annotated[str, Meta(description="topic (directory) holding visits")] = "visit"
     activity_topic: Annotated[str, Meta(description="topic (directory) holding activities")] = "activity"
-    json: Annotated[str | None, Meta(description="also write the result as JSON to this file")] = None
+    # Its own env var: FOOTFALL_BENCH_JSON names the *run* file, which this must never overwrite.
+    json: Annotated[
+        str | None,
+        Meta(description="also write the result as JSON to this file", extra={"env": "FOOTFALL_BENCH_VERIFY_JSON"}),
+    ] = None

@@ -6,7 +6,8 @@ Modes (chosen by the settings):
   sends its current day — visits, then activities — and advances the day once both were
   acknowledged. A tick that comes while the previous one is still being sent is skipped and
   counted (``ticks_missed``), as Go's ``time.Ticker`` drops ticks.
-* **closed loop** (``--report-interval 0``): each client sends again as soon as a response came.
+* **closed loop** (``--report-interval 0``): each client sends again as soon as a response came
+  (after a refused connection it pauses 50 ms, so a dead server is not hammered in a hot loop).
 * **open model** (``--rate R``): requests arrive at a constant rate on a fixed schedule,
   whatever the responses; ``--concurrent-clients`` keep-alive connections serve them in
   arrival order and each latency is measured from the request's intended send time.
@@ -22,15 +23,16 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Sequence
 from typing import Final
 
 import msgspec
 
-from bench.client import KIND_CANCELLED, Connection, Outcome, WebService
+from bench.client import KIND_CANCELLED, KIND_CONNECT, Connection, Outcome, WebService
 from bench.latency import LatencyHistogram
 from bench.ledger import ClientLedger
-from bench.profiles import ClientData, Profile, encode_body
+from bench.profiles import ClientData, Profile, compress_body
 from bench.settings import BenchSettings
 from footfall.reports import ReportType
 
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 _PATHS: Final = {ReportType.VISIT: "/api/visit/v1", ReportType.ACTIVITY: "/api/activity/v1"}
 _TYPES: Final = (ReportType.VISIT, ReportType.ACTIVITY)
 _MAX_BACKOFF_S: Final = 30.0
+_CONNECT_PAUSE_S: Final = 0.05
 
 
 class Snapshot(msgspec.Struct, kw_only=True):
@@ -60,6 +63,7 @@ class Snapshot(msgspec.Struct, kw_only=True):
     by_status: dict[str, int] = msgspec.field(default_factory=dict)  # failed attempts by HTTP status
     by_kind: dict[str, int] = msgspec.field(default_factory=dict)  # failed attempts by kind
     hist: str = ""  # encoded LatencyHistogram (filled only when crossing a process boundary)
+    lag: str = ""  # encoded schedule-lag histogram (open model), likewise
     ledgers: list[dict[str, object]] | None = None  # filled in the final snapshot only
 
 
@@ -102,6 +106,10 @@ class Worker:
         self.profile = profile
         self.stats = Snapshot(worker=worker_index)
         self.hist = LatencyHistogram()
+        #: open model: how late the scheduler released each arrival (its own lateness, not the
+        #: wait for a free connection). Large values mean the client itself could not keep
+        #: the schedule (CPU-starved): latencies then include client delay.
+        self.lag = LatencyHistogram()
         self._service = WebService(settings.web_service)
         self._indices = list(client_indices)
         self._clients: list[_Client] = []
@@ -152,23 +160,28 @@ class Worker:
         deadline = None
         if self.settings.duration > 0:
             deadline = loop.call_later(self.settings.duration, self.stop)
+        all_done = loop.create_task(asyncio.wait(self._tasks))
+        stop_wait = loop.create_task(self._stop_event.wait())
         try:
-            await self._stop_event.wait() if self._budget < 0 or self.settings.duration > 0 else None
-            # Budget-only runs end when the tasks end; otherwise give them the drain window.
-            done, pending = await asyncio.wait(
-                self._tasks, timeout=self.settings.shutdown_timeout if self._stopping else None
-            )
+            # 1. Run until every client finished (budget) or a stop (duration, signal).
+            await asyncio.wait([all_done, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+            self.stop()
+            # 2. Drain: requests in flight get --shutdown-timeout to finish.
+            _, pending = await asyncio.wait(self._tasks, timeout=self.settings.shutdown_timeout)
+            # 3. Cancel the rest; they are recorded as failed (cancelled).
             for task in pending:
                 task.cancel()
             if pending:
-                log.warning("cancelled in-flight requests after the drain timeout", extra={"tasks": len(pending)})
+                log.warning("cancelled requests still in flight after the drain timeout", extra={"tasks": len(pending)})
                 await asyncio.wait(pending)
         finally:
+            for helper in (all_done, stop_wait):
+                helper.cancel()
             if deadline is not None:
                 deadline.cancel()
             self.stop()
             for task in self._tasks:
-                if not task.cancelled() and task.done() and task.exception() is not None:
+                if task.done() and not task.cancelled() and task.exception() is not None:
                     log.error("client task failed", exc_info=task.exception())
 
     def _take(self) -> bool:
@@ -176,7 +189,6 @@ class Worker:
         if self._stopping:
             return False
         if self._budget == 0:
-            self.stop()
             return False
         if self._budget > 0:
             self._budget -= 1
@@ -192,9 +204,9 @@ class Worker:
     # -- one request ---------------------------------------------------------------------------
 
     def _body(self, client: _Client, report_type: ReportType, day: int) -> tuple[bytes, int]:
-        reports = client.data.reports(report_type, day)
-        body = encode_body(reports, gzip=self.settings.gzip)
-        return self._heads[report_type] + b"%d\r\n\r\n" % len(body) + body, len(reports)
+        raw, n_reports = client.data.encoded(report_type, day)
+        body = compress_body(raw, gzip=self.settings.gzip)
+        return self._heads[report_type] + b"%d\r\n\r\n" % len(body) + body, n_reports
 
     async def _send(
         self,
@@ -205,22 +217,28 @@ class Worker:
         data: bytes,
         n_reports: int,
         t0: float,
-    ) -> bool:
-        """POST with retries; record the outcome in the stats and the client's ledger."""
-        loop = asyncio.get_running_loop()
+    ) -> Outcome:
+        """POST with retries; record the outcome in the stats and the client's ledger.
+
+        ``t0`` (``time.perf_counter()``) is where the latency is measured from: the actual
+        send time in the closed and ticking modes, the intended one in the open model.
+        """
         stats = self.stats
         retries = self.settings.retries
         attempt = 0
         outcome = Outcome(KIND_CANCELLED)
+        posting = False
         try:
             while True:
                 attempt += 1
                 stats.attempts += 1
                 stats.in_flight += 1
+                posting = True
                 try:
                     outcome = await conn.post(data)
                 finally:
                     stats.in_flight -= 1
+                posting = False
                 if outcome.ok:
                     break
                 client.ledger.fail(report_type, day)
@@ -231,7 +249,8 @@ class Worker:
                     break
                 await asyncio.sleep(self._backoff(attempt, outcome.retry_after))
         except asyncio.CancelledError:
-            client.ledger.fail(report_type, day)
+            if posting:  # the server may have acted on the cut-off attempt
+                client.ledger.fail(report_type, day)
             stats.by_kind[KIND_CANCELLED] = stats.by_kind.get(KIND_CANCELLED, 0) + 1
             stats.requests += 1
             stats.failed += 1
@@ -242,14 +261,14 @@ class Worker:
         stats.reports_sent += n_reports
         stats.bytes_sent += len(data)
         if outcome.status:
-            self.hist.record(loop.time() - t0)
+            self.hist.record(time.perf_counter() - t0)
         if outcome.ok:
             client.ledger.ack(report_type, day)
             stats.ok += 1
             stats.reports_acked += n_reports
-            return True
+            return outcome
         stats.failed += 1
-        return False
+        return outcome
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         """Retry-After when the server gave one, else exponential from 50 ms with full jitter."""
@@ -280,7 +299,12 @@ class Worker:
                     if cached is None:
                         cached = client.bodies[report_type] = self._body(client, report_type, client.day)
                     data, n_reports = cached
-                    if not await self._send(conn, client, report_type, client.day, data, n_reports, loop.time()):
+                    sent = time.perf_counter()
+                    outcome = await self._send(conn, client, report_type, client.day, data, n_reports, sent)
+                    if not outcome.ok:
+                        if outcome.kind == KIND_CONNECT and interval == 0:
+                            # Nothing listens: don't spin the closed loop on instant refusals.
+                            await self._sleep_until(loop.time() + _CONNECT_PAUSE_S)
                         break
                     client.done.add(report_type)
                 if len(client.done) == len(_TYPES):
@@ -307,31 +331,32 @@ class Worker:
         """
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
-        n_conns = self.settings.concurrent_clients if len(self._indices) == self.settings.concurrent_clients else len(
-            self._indices
-        )
-        conns = [loop.create_task(self._open_connection(queue)) for _ in range(max(1, n_conns))]
+        # This worker's share of --concurrent-clients is its number of connections.
+        conns = [loop.create_task(self._open_connection(queue)) for _ in self._indices]
         self._tasks.extend(conns)
         rate = self._rate
-        start = loop.time()
+        # perf_counter, not loop.time(): uvloop's clock has millisecond resolution.
+        start = time.perf_counter()
         i = 0
         try:
-            while not self._stopping:
-                due = int((loop.time() - start) * rate) + 1
-                while i < due:
-                    if not self._take():
-                        break
-                    queue.put_nowait((i, start + i / rate))
+            while True:
+                now = time.perf_counter()
+                due = int((now - start) * rate) + 1
+                while i < due and self._take():
+                    intended = start + i / rate
+                    self.lag.record(now - intended)
+                    queue.put_nowait((i, intended))
                     i += 1
-                if self._stopping:
+                if self._stopping or self._budget == 0:
                     break
                 # Sleep to the next arrival, but at least 1 ms (batches arrivals at high rates)
                 # and at most 50 ms (to notice stop).
-                delay = start + i / rate - loop.time()
+                delay = start + i / rate - time.perf_counter()
                 await asyncio.sleep(min(max(delay, 0.001), 0.05))
         finally:
-            # Arrivals not yet taken by a connection were never sent: drop them.
-            while not queue.empty():
+            # On stop, arrivals not yet taken by a connection were never sent: drop them.
+            # (An exhausted budget lets the queued ones go out.)
+            while self._stopping and not queue.empty():
                 queue.get_nowait()
             for _ in conns:
                 queue.put_nowait(None)

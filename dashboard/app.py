@@ -206,7 +206,8 @@ def create_app(
         owns_store=owns,
         refresher=refresher,
     )
-    app: DashboardApp = Sanic(name, ctx=ctx)
+    # configure_logging=False: Sanic's records go through footfall.logs (JSON lines) only.
+    app: DashboardApp = Sanic(name, ctx=ctx, configure_logging=False)
     app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.shutdown_timeout
     app.config.KEEP_ALIVE_TIMEOUT = 5
     app.config.FALLBACK_ERROR_FORMAT = "json"
@@ -291,7 +292,9 @@ def create_app(
 
     @app.get("/api/v1/summary", name="summary")
     async def summary(request: Request) -> response.HTTPResponse:
-        parse_params(request.args, extra=())  # rejects stray parameters consistently
+        if request.args:
+            name = sorted(request.args)[0][:40]
+            raise QueryError(f"unknown parameter {name!r}: /api/v1/summary takes none")
         store = app.ctx.store
         as_of = store.as_of_ms
         data = await _timed(app, "summary", store.summary)
@@ -301,6 +304,12 @@ def create_app(
         app.add_route(_make_handler(app, endpoint, extra, view), f"/api/v1/{endpoint}", name=endpoint)
 
     return app
+
+
+def _args(request: Request) -> dict[str, list[str]]:
+    # Sanic's RequestParameters.get() returns only the first value; keep them all so a
+    # repeated parameter is an error rather than silently half-used.
+    return {name: request.args.getlist(name) for name in request.args}
 
 
 async def _timed(app: DashboardApp, route: str, fn: Callable[[], Any]) -> Any:
@@ -313,7 +322,7 @@ async def _timed(app: DashboardApp, route: str, fn: Callable[[], Any]) -> Any:
 
 def _make_handler(app: DashboardApp, endpoint: str, extra: tuple[str, ...], view: _View) -> Callable[[Request], Any]:
     async def handler(request: Request) -> response.HTTPResponse:
-        params = parse_params(request.args, extra)
+        params = parse_params(_args(request), extra)
         store = app.ctx.store
         as_of = store.as_of_ms
 

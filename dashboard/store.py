@@ -63,7 +63,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 4
 MINUTE_MS: Final = 60_000
 HOUR_MS: Final = 3_600_000
 DAY_MS: Final = 86_400_000
@@ -93,7 +93,54 @@ _ACTIVITY_COLUMNS: Final = {
     "endTime": "BIGINT",
 }
 
-_ROLLUP_TABLES: Final = ("r_count", "r_activity", "r_algorithm", "r_duration", "r_geo", "r_poi", "r_user_day")
+_DAY_TABLES: Final = ("r_activity_d", "r_algorithm_d", "r_duration_d", "r_geo_d", "r_poi_d")
+_ROLLUP_TABLES: Final = (
+    "r_count",
+    "r_activity",
+    "r_algorithm",
+    "r_duration",
+    "r_geo",
+    "r_poi",
+    "r_user_day",
+    *_DAY_TABLES,
+)
+_DERIVED_TABLES: Final = ("users", "c_user_day", "dirty_days", "pair_minutes")
+
+# Steps of folding a visit batch into pair_minutes (order matters; see _fold_pairs).
+_PAIR_STEPS: Final = (
+    # 1. the batch's distinct pair-minutes
+    "CREATE OR REPLACE TEMP TABLE nb AS SELECT DISTINCT poiId AS poi_id, user_key, enterTime // 60000 AS minute "
+    "FROM batch",
+    # 2. the rows already stored for the pairs the batch touches (semi join: builds on the small side)
+    "CREATE OR REPLACE TEMP TABLE old AS SELECT pm.* FROM pair_minutes pm "
+    "SEMI JOIN (SELECT DISTINCT poi_id, user_key FROM nb) a USING (poi_id, user_key)",
+    # 3. the pair-minutes not stored yet
+    "CREATE OR REPLACE TEMP TABLE fresh AS SELECT * FROM nb ANTI JOIN old USING (poi_id, user_key, minute)",
+    # 4. prev recomputed over every row of the touched pairs
+    "CREATE OR REPLACE TEMP TABLE linked AS SELECT poi_id, user_key, minute, "
+    "lag(minute, 1, -1) OVER (PARTITION BY poi_id, user_key ORDER BY minute) AS prev "
+    "FROM (SELECT poi_id, user_key, minute FROM old UNION ALL SELECT * FROM fresh)",
+    # 5. stored rows whose prev changed (a visit arrived out of time order)
+    "CREATE OR REPLACE TEMP TABLE relinked AS SELECT l.* FROM linked l JOIN old o USING (poi_id, user_key, minute) "
+    "WHERE l.prev <> o.prev",
+    "UPDATE pair_minutes SET prev = r.prev FROM relinked r WHERE pair_minutes.poi_id = r.poi_id "
+    "AND pair_minutes.user_key = r.user_key AND pair_minutes.minute = r.minute",
+    # 6. the new rows, clustered by minute (zonemaps prune range queries)
+    "INSERT INTO pair_minutes SELECT l.* FROM linked l SEMI JOIN fresh USING (poi_id, user_key, minute) "
+    "ORDER BY l.minute",
+    "DROP TABLE nb",
+    "DROP TABLE old",
+    "DROP TABLE fresh",
+    "DROP TABLE linked",
+    "DROP TABLE relinked",
+)
+_PAIR_REBUILD: Final = (
+    "DELETE FROM pair_minutes",
+    "INSERT INTO pair_minutes SELECT poi_id, user_key, minute, "
+    "lag(minute, 1, -1) OVER (PARTITION BY poi_id, user_key ORDER BY minute) AS prev "
+    "FROM (SELECT DISTINCT poi_id, user_key, minute FROM r_poi) ORDER BY minute",
+    "DELETE FROM meta WHERE key = 'pairs_stale'",
+)
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -108,8 +155,29 @@ CREATE TABLE IF NOT EXISTS r_activity (file_id INTEGER, minute BIGINT, activity_
 CREATE TABLE IF NOT EXISTS r_algorithm (file_id INTEGER, minute BIGINT, algorithm_type INTEGER, n BIGINT);
 CREATE TABLE IF NOT EXISTS r_duration (file_id INTEGER, minute BIGINT, bucket SMALLINT, n BIGINT);
 CREATE TABLE IF NOT EXISTS r_geo (file_id INTEGER, minute BIGINT, lat SMALLINT, lon SMALLINT, n BIGINT);
-CREATE TABLE IF NOT EXISTS r_poi (file_id INTEGER, minute BIGINT, poi_id BIGINT, user_id UUID, n BIGINT);
-CREATE TABLE IF NOT EXISTS r_user_day (file_id INTEGER, day INTEGER, kind TINYINT, user_id UUID);
+-- userIds are dictionary-encoded: distinct counts hash a 4-byte key instead of a 16-byte UUID.
+CREATE SEQUENCE IF NOT EXISTS user_keys;
+CREATE TABLE IF NOT EXISTS users (user_id UUID PRIMARY KEY, user_key INTEGER);
+CREATE TABLE IF NOT EXISTS r_poi (file_id INTEGER, minute BIGINT, poi_id BIGINT, user_key INTEGER, n BIGINT);
+CREATE TABLE IF NOT EXISTS r_user_day (file_id INTEGER, day INTEGER, kind TINYINT, user_key INTEGER);
+-- Day-grain copies (day = report time // 86400000): a range query reads whole UTC days here
+-- and only the partial days at its ends from the minute tables, so long ranges scan a few
+-- rows per day instead of a few per minute.
+CREATE TABLE IF NOT EXISTS r_activity_d (file_id INTEGER, day BIGINT, activity_type INTEGER, n BIGINT);
+CREATE TABLE IF NOT EXISTS r_algorithm_d (file_id INTEGER, day BIGINT, algorithm_type INTEGER, n BIGINT);
+CREATE TABLE IF NOT EXISTS r_duration_d (file_id INTEGER, day BIGINT, bucket SMALLINT, n BIGINT);
+CREATE TABLE IF NOT EXISTS r_geo_d (file_id INTEGER, day BIGINT, lat SMALLINT, lon SMALLINT, n BIGINT);
+CREATE TABLE IF NOT EXISTS r_poi_d (file_id INTEGER, day BIGINT, poi_id BIGINT, n BIGINT);
+-- Exact distinct users per day (kind 0 visit, 1 activity, 2 either), recomputed for the
+-- days in dirty_days at the end of each refresh; dirty_days is written in the same
+-- transaction as the rows that dirtied them, so a crash cannot leave a stale count.
+CREATE TABLE IF NOT EXISTS c_user_day (day INTEGER, kind TINYINT, users BIGINT);
+CREATE TABLE IF NOT EXISTS dirty_days (day INTEGER);
+-- One row per distinct (poi, user, minute) with the pair's previous visit minute (-1 if
+-- none). A pair has a visit in [lo, hi) iff exactly one of its rows there has prev < lo,
+-- so distinct users per POI over any range is a filtered count, not a hash of pairs.
+-- Global (no file_id): after a file is dropped it is rebuilt from r_poi (flag in meta).
+CREATE TABLE IF NOT EXISTS pair_minutes (poi_id BIGINT, user_key INTEGER, minute BIGINT, prev BIGINT);
 """
 
 
@@ -122,24 +190,47 @@ def _duration_case(column: str) -> str:
 
 
 _DURATION_INSERT: Final = (
-    "INSERT INTO r_duration SELECT file_id, enterTime // 60000 AS m, {} AS b, count(*) FROM batch GROUP BY ALL".format(  # noqa: S608, E501
+    "INSERT INTO r_duration SELECT file_id, enterTime // 60000 AS m, {} AS b, count(*) FROM batch GROUP BY ALL".format(  # noqa: S608
         _duration_case("exitTime - enterTime")
     )
 )
 # Rollup inserts per report kind, reading the temp table ``batch`` (file_id + report columns).
-_VISIT_ROLLUPS: Final = (
+_VISIT_MINUTE_ROLLUPS: Final = (
     "INSERT INTO r_count SELECT file_id, enterTime // 60000 AS m, 0, count(*) FROM batch GROUP BY ALL",
     "INSERT INTO r_algorithm SELECT file_id, enterTime // 60000 AS m, algorithmType, count(*) FROM batch GROUP BY ALL",
     _DURATION_INSERT,
     "INSERT INTO r_geo SELECT file_id, enterTime // 60000 AS m, least(floor(latitude), 89)::SMALLINT AS la, "
-    "least(floor(longitude), 179)::SMALLINT AS lo, count(*) FROM batch GROUP BY ALL",
-    "INSERT INTO r_poi SELECT file_id, enterTime // 60000 AS m, poiId, userId, count(*) FROM batch GROUP BY ALL",
-    "INSERT INTO r_user_day SELECT DISTINCT file_id, (enterTime // 86400000)::INTEGER, 0, userId FROM batch",
+    "least(floor(longitude), 179)::SMALLINT AS lo, count(*) FROM batch GROUP BY ALL ORDER BY m",
+    "INSERT INTO r_poi SELECT file_id, enterTime // 60000 AS m, poiId, user_key, count(*) FROM batch "
+    "GROUP BY ALL ORDER BY m",
+    "INSERT INTO r_user_day SELECT DISTINCT file_id, (enterTime // 86400000)::INTEGER AS d, 0, user_key FROM batch "
+    "ORDER BY d",
+    "INSERT INTO dirty_days SELECT DISTINCT (enterTime // 86400000)::INTEGER FROM batch",
+)
+
+
+def _day_variant(sql: str) -> str:
+    """The day-grain twin of a minute-grain rollup insert."""
+    table = sql.split()[2]
+    return sql.replace(f"INSERT INTO {table} ", f"INSERT INTO {table}_d ", 1).replace(
+        "// 60000 AS m", "// 86400000 AS m"
+    )
+
+
+_VISIT_ROLLUPS: Final[tuple[str, ...]] = (
+    *_VISIT_MINUTE_ROLLUPS,
+    *(_day_variant(sql) for sql in _VISIT_MINUTE_ROLLUPS if sql.split()[2] in {"r_algorithm", "r_duration", "r_geo"}),
+    "INSERT INTO r_poi_d SELECT file_id, enterTime // 86400000 AS m, poiId, count(*) FROM batch "
+    "GROUP BY ALL ORDER BY m",
 )
 _ACTIVITY_ROLLUPS: Final = (
     "INSERT INTO r_count SELECT file_id, startTime // 60000 AS m, 1, count(*) FROM batch GROUP BY ALL",
     "INSERT INTO r_activity SELECT file_id, startTime // 60000 AS m, activityType, count(*) FROM batch GROUP BY ALL",
-    "INSERT INTO r_user_day SELECT DISTINCT file_id, (startTime // 86400000)::INTEGER, 1, userId FROM batch",
+    "INSERT INTO r_user_day SELECT DISTINCT file_id, (startTime // 86400000)::INTEGER AS d, 1, user_key FROM batch "
+    "ORDER BY d",
+    "INSERT INTO dirty_days SELECT DISTINCT (startTime // 86400000)::INTEGER FROM batch",
+    "INSERT INTO r_activity_d SELECT file_id, startTime // 86400000 AS m, activityType, count(*) FROM batch "
+    "GROUP BY ALL",
 )
 # Group keys of each table (everything but file_id and n) for compaction.
 _COMPACT: Final = {
@@ -148,7 +239,12 @@ _COMPACT: Final = {
     "r_algorithm": "minute, algorithm_type",
     "r_duration": "minute, bucket",
     "r_geo": "minute, lat, lon",
-    "r_poi": "minute, poi_id, user_id",
+    "r_poi": "minute, poi_id, user_key",
+    "r_activity_d": "day, activity_type",
+    "r_algorithm_d": "day, algorithm_type",
+    "r_duration_d": "day, bucket",
+    "r_geo_d": "day, lat, lon",
+    "r_poi_d": "day, poi_id",
 }
 
 
@@ -288,6 +384,7 @@ class RollupStore:
         self._memory_limit = memory_limit
         self._con: duckdb.DuckDBPyConnection | None = None
         self._write_lock = threading.Lock()
+        self._stopping = threading.Event()
         self._local = threading.local()
         self._scratch_dir: Path | None = None
         #: Wall-clock ms at the start of the last completed refresh: every complete
@@ -302,6 +399,7 @@ class RollupStore:
         """Open (or create) the database; idempotent."""
         if self._con is not None:
             return
+        self._stopping.clear()
         try:
             if self.database is not None:
                 self.database.parent.mkdir(parents=True, exist_ok=True)
@@ -329,7 +427,8 @@ class RollupStore:
             stale.unlink(missing_ok=True)
 
     def stop(self) -> None:
-        """Close the database; idempotent. Waits for a running refresh to finish."""
+        """Close the database; idempotent. A running refresh stops after its current batch."""
+        self._stopping.set()
         with self._write_lock:
             if self._con is not None:
                 self._con.close()
@@ -348,9 +447,10 @@ class RollupStore:
         if row is not None and row[0] != str(SCHEMA_VERSION):
             # Rollups are derived data: rebuild from the files rather than migrate.
             log.warning("dashboard database schema changed; rebuilding", extra={"found": row[0]})
-            for table in (*_ROLLUP_TABLES, "files"):
+            for table in (*_ROLLUP_TABLES, *_DERIVED_TABLES, "files"):
                 con.execute(f"DROP TABLE IF EXISTS {table}")
             con.execute("DROP SEQUENCE IF EXISTS file_ids")
+            con.execute("DROP SEQUENCE IF EXISTS user_keys")
         con.execute(_SCHEMA)
         con.execute(
             "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
@@ -421,6 +521,8 @@ class RollupStore:
         folded_bytes = 0
         files_folded = 0
         for batch in self._batches(pending):
+            if self._stopping.is_set():
+                break  # shutting down: the rest is folded next time
             try:
                 pieces = [p for p in (self._prepare(con, seg, state) for seg, state in batch) if p is not None]
                 for kind in ("visit", "activity"):
@@ -435,7 +537,10 @@ class RollupStore:
             finally:
                 for scratch in self._scratch_dir.glob("*.jsonl") if self._scratch_dir else ():
                     scratch.unlink(missing_ok=True)
-        # 5. compact pieces of segments that are now closed
+        # 5. recount distinct users for the days that changed; relink pairs after drops
+        self._recount_days(con)
+        self._rebuild_pairs_if_stale(con)
+        # 6. compact pieces of segments that are now closed
         for seg, _ in pending:
             if seg.closed:
                 row = con.execute("SELECT file_id, pieces FROM files WHERE path = ?", [str(seg.path)]).fetchone()
@@ -515,11 +620,22 @@ class RollupStore:
                 "JOIN batch_files f USING (filename)",
                 {"files": [str(p.read_path) for p in pieces], "columns": columns},
             )
-            con.execute(f"CREATE OR REPLACE TEMP TABLE batch AS SELECT * FROM raw WHERE {valid}")  # noqa: S608
+            con.execute(f"CREATE OR REPLACE TEMP TABLE valid AS SELECT * FROM raw WHERE {valid}")  # noqa: S608
+            con.execute(
+                "INSERT INTO users SELECT u, nextval('user_keys') FROM (SELECT DISTINCT userId AS u FROM valid) "
+                "WHERE u NOT IN (SELECT user_id FROM users)"
+            )
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE batch AS SELECT valid.*, users.user_key FROM valid "
+                "JOIN users ON users.user_id = valid.userId"
+            )
             counts = con.execute("SELECT file_id, count(*) FROM raw GROUP BY file_id").fetchall()
             good_counts = dict(con.execute("SELECT file_id, count(*) FROM batch GROUP BY file_id").fetchall())
             for sql in _VISIT_ROLLUPS if kind == "visit" else _ACTIVITY_ROLLUPS:
                 con.execute(sql)
+            if kind == "visit":
+                for sql in _PAIR_STEPS:
+                    con.execute(sql)
             lines = dict(counts)
             con.executemany(
                 "UPDATE files SET folded_bytes = ?, pieces = pieces + 1, lines = lines + ?, "
@@ -535,6 +651,7 @@ class RollupStore:
                 ],
             )
             con.execute("DROP TABLE raw")
+            con.execute("DROP TABLE valid")
             con.execute("DROP TABLE batch")
             con.execute("COMMIT")
         except BaseException:
@@ -544,9 +661,48 @@ class RollupStore:
         good = sum(good_counts.values())
         return good, sum(lines.values()) - good
 
+    def _rebuild_pairs_if_stale(self, con: duckdb.DuckDBPyConnection) -> None:
+        if con.execute("SELECT 1 FROM meta WHERE key = 'pairs_stale'").fetchone() is None:
+            return
+        started = time.monotonic()
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for sql in _PAIR_REBUILD:
+                con.execute(sql)
+            con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+            raise
+        log.info("rebuilt pair_minutes after dropped rows", extra={"seconds": round(time.monotonic() - started, 3)})
+
+    def _recount_days(self, con: duckdb.DuckDBPyConnection) -> None:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            days = [d for (d,) in con.execute("SELECT DISTINCT day FROM dirty_days ORDER BY day").fetchall()]
+            if days:
+                # The BETWEEN lets zonemaps skip row groups (rows are clustered by day).
+                where = "day BETWEEN $lo AND $hi AND list_contains($days, day)"
+                params = {"lo": days[0], "hi": days[-1], "days": days}
+                con.execute(f"DELETE FROM c_user_day WHERE {where}", params)  # noqa: S608
+                con.execute(
+                    "INSERT INTO c_user_day "  # noqa: S608 - where is a constant
+                    f"SELECT day, kind, count(DISTINCT user_key) FROM r_user_day WHERE {where} GROUP BY day, kind "
+                    f"UNION ALL SELECT day, 2, count(DISTINCT user_key) FROM r_user_day WHERE {where} GROUP BY day",
+                    params,
+                )
+                con.execute("DELETE FROM dirty_days")
+            con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+            raise
+
     def _drop_file(self, con: duckdb.DuckDBPyConnection, file_id: int, *, delete_file_row: bool) -> None:
         con.execute("BEGIN TRANSACTION")
         try:
+            con.execute("INSERT INTO dirty_days SELECT DISTINCT day FROM r_user_day WHERE file_id = ?", [file_id])
+            con.execute("INSERT OR REPLACE INTO meta VALUES ('pairs_stale', '1')")
             for table in _ROLLUP_TABLES:
                 con.execute(f"DELETE FROM {table} WHERE file_id = ?", [file_id])  # noqa: S608
             if delete_file_row:
@@ -627,12 +783,25 @@ class RollupStore:
         )
         return [{"t": int(b) * width * MINUTE_MS, "visit": int(v or 0), "activity": int(a or 0)} for b, v, a in rows]
 
-    def _breakdown(self, table: str, column: str, r: Range) -> list[dict[str, int]]:
-        rows = self._rows(
-            f"SELECT {column}, sum(n)::BIGINT FROM {table} "  # noqa: S608 - identifiers are constants
-            "WHERE minute >= ? AND minute < ? GROUP BY 1 ORDER BY 1",
-            [r.start_minute, r.end_minute],
+    @staticmethod
+    def _span(table: str, columns: str, r: Range) -> tuple[str, list[Any]]:
+        """A subquery of ``columns, n`` rows covering ``r``: whole UTC days from the day
+        table, the partial days at either end from the minute table (identifiers are
+        constants; the bounds are bound parameters)."""
+        lo, hi = r.start_minute, r.end_minute
+        first_day, end_day = -(-lo // 1440), hi // 1440  # whole days: [first_day, end_day)
+        minute_sql = f"SELECT {columns}, n FROM {table} WHERE minute >= ? AND minute < ?"  # noqa: S608
+        if first_day >= end_day:
+            return minute_sql, [lo, hi]
+        day_sql = f"SELECT {columns}, n FROM {table}_d WHERE day >= ? AND day < ?"  # noqa: S608
+        return (
+            f"{day_sql} UNION ALL {minute_sql} UNION ALL {minute_sql}",
+            [first_day, end_day, lo, first_day * 1440, end_day * 1440, hi],
         )
+
+    def _breakdown(self, table: str, column: str, r: Range) -> list[dict[str, int]]:
+        span, params = self._span(table, column, r)
+        rows = self._rows(f"SELECT {column}, sum(n)::BIGINT FROM ({span}) GROUP BY 1 ORDER BY 1", params)  # noqa: S608
         return [{"type": int(k), "count": int(n)} for k, n in rows]
 
     def activity_types(self, r: Range) -> list[dict[str, int]]:
@@ -645,12 +814,8 @@ class RollupStore:
 
     def visit_durations(self, r: Range) -> list[dict[str, Any]]:
         """Visit-duration histogram, every bucket listed (zero counts included)."""
-        counts = dict(
-            self._rows(
-                "SELECT bucket, sum(n)::BIGINT FROM r_duration WHERE minute >= ? AND minute < ? GROUP BY 1",
-                [r.start_minute, r.end_minute],
-            )
-        )
+        span, params = self._span("r_duration", "bucket", r)
+        counts = dict(self._rows(f"SELECT bucket, sum(n)::BIGINT FROM ({span}) GROUP BY 1", params))  # noqa: S608
         out: list[dict[str, Any]] = []
         edges = DURATION_EDGES_MINUTES
         for i, lo in enumerate(edges):
@@ -659,28 +824,62 @@ class RollupStore:
         return out
 
     def top_pois(self, r: Range, by: Literal["visits", "users"], limit: int) -> list[dict[str, Any]]:
-        """Points of interest with the most visits (or distinct users), ties by poiId."""
-        order = "visits DESC" if by == "visits" else "users DESC"
-        sql = f"SELECT poi_id, sum(n)::BIGINT AS visits, count(DISTINCT user_id) AS users FROM r_poi WHERE minute >= ? AND minute < ? GROUP BY poi_id ORDER BY {order}, poi_id LIMIT ?"  # noqa: S608, E501 - order is one of two constants
-        rows = self._rows(sql, [r.start_minute, r.end_minute, limit])
-        # poiId is int64: send it as a string too, JavaScript numbers lose precision past 2^53.
-        return [{"poiId": str(p), "visits": int(v), "users": int(u)} for p, v, u in rows]
+        """Points of interest with the most visits (or distinct users), ties broken by poiId.
+
+        Both counts are exact; distinct users come from ``pair_minutes`` (a filtered count,
+        see the schema), visits from ``r_poi``.
+        """
+        lo, hi = r.start_minute, r.end_minute
+        if by == "visits":
+            span, params = self._span("r_poi", "poi_id", r)
+            ranked = self._rows(
+                f"SELECT poi_id, sum(n)::BIGINT AS visits FROM ({span}) "  # noqa: S608
+                "GROUP BY poi_id ORDER BY visits DESC, poi_id LIMIT ?",
+                [*params, limit],
+            )
+            users = self._poi_counts("users", r, [p for p, _ in ranked])
+            return [{"poiId": str(p), "visits": int(v), "users": users[p]} for p, v in ranked]
+        ranked = self._rows(
+            "SELECT poi_id, count(*) AS users FROM pair_minutes WHERE minute >= ? AND minute < ? AND prev < ? "
+            "GROUP BY poi_id ORDER BY users DESC, poi_id LIMIT ?",
+            [lo, hi, lo, limit],
+        )
+        visits = self._poi_counts("visits", r, [p for p, _ in ranked])
+        return [{"poiId": str(p), "visits": visits[p], "users": int(u)} for p, u in ranked]
+
+    def _poi_counts(self, what: Literal["visits", "users"], r: Range, pois: Sequence[int]) -> dict[int, int]:
+        if not pois:
+            return {}
+        # An IN list of placeholders (values still bound) plans as a constant filter, much
+        # faster in DuckDB than a semi-join against an unnested list parameter.
+        marks = ", ".join("?" * len(pois))
+        if what == "visits":
+            span, params = self._span("r_poi", "poi_id", r)
+            sql = f"SELECT poi_id, sum(n)::BIGINT FROM ({span}) WHERE poi_id IN ({marks}) GROUP BY poi_id"  # noqa: S608
+            params = [*params, *pois]
+        else:
+            sql = f"SELECT poi_id, count(*) FROM pair_minutes WHERE minute >= ? AND minute < ? AND prev < ? AND poi_id IN ({marks}) GROUP BY poi_id"  # noqa: S608, E501
+            params = [r.start_minute, r.end_minute, r.start_minute, *pois]
+        found = {int(p): int(n) for p, n in self._rows(sql, params)}
+        return {p: found.get(p, 0) for p in pois}
 
     def geo(self, r: Range, cell: int) -> list[list[int]]:
         """Visit density on a ``cell``-degree grid: ``[[lon_lo, lat_lo, count], ...]``."""
+        span, params = self._span("r_geo", "lat, lon", r)
         rows = self._rows(
-            "SELECT (lon // $c) * $c AS x, (lat // $c) * $c AS y, sum(n)::BIGINT FROM r_geo "
-            "WHERE minute >= $lo AND minute < $hi GROUP BY x, y ORDER BY x, y",
-            {"c": cell, "lo": r.start_minute, "hi": r.end_minute},
+            # floor(), not //: DuckDB integer division truncates toward zero.
+            "SELECT floor(lon / ?)::INTEGER * ? AS x, floor(lat / ?)::INTEGER * ? AS y, sum(n)::BIGINT "  # noqa: S608
+            f"FROM ({span}) GROUP BY x, y ORDER BY x, y",
+            [cell, cell, cell, cell, *params],
         )
         return [[int(x), int(y), int(n)] for x, y, n in rows]
 
     def unique_users(self, r: Range, kinds: Sequence[ReportKind]) -> list[dict[str, Any]]:
         """Distinct userIds per UTC day, for every day overlapping the range (whole days)."""
+        kind = 2 if len(kinds) > 1 else _kind_code(kinds[0])
         rows = self._rows(
-            "SELECT day, count(DISTINCT user_id) FROM r_user_day "
-            "WHERE day >= ? AND day <= ? AND list_contains(?, kind) GROUP BY day ORDER BY day",
-            [r.first_day, r.last_day, [_kind_code(k) for k in kinds]],
+            "SELECT day, users FROM c_user_day WHERE day >= ? AND day <= ? AND kind = ? AND users > 0 ORDER BY day",
+            [r.first_day, r.last_day, kind],
         )
         return [
             {"day": (dt.date(1970, 1, 1) + dt.timedelta(days=int(d))).isoformat(), "users": int(u)} for d, u in rows

@@ -26,7 +26,7 @@ from gateway.errors import (
     UnsupportedMediaError,
 )
 
-__all__ = ["BodyLimits", "decode_body", "decompress", "parse_content_encoding", "check_content_type"]
+__all__ = ["BodyLimits", "check_content_type", "decode_body", "decompress", "parse_content_encoding"]
 
 #: Expansion-ratio checks start above this many decompressed bytes (small JSON compresses well too).
 RATIO_FLOOR: Final = 64 * 1024
@@ -61,9 +61,7 @@ def check_content_type(value: str | None) -> None:
     """
     media = (value or "").split(";", 1)[0].strip().lower()
     if media != "application/json":
-        raise UnsupportedMediaError(
-            f"Content-Type {value!r} is not supported: send a JSON array as application/json"
-        )
+        raise UnsupportedMediaError(f"Content-Type {value!r} is not supported: send a JSON array as application/json")
 
 
 def parse_content_encoding(value: str | None) -> str:
@@ -74,9 +72,7 @@ def parse_content_encoding(value: str | None) -> str:
     """
     coding = _ENCODINGS.get((value or "").strip().lower())
     if coding is None:
-        raise UnsupportedMediaError(
-            f"Content-Encoding {value!r} is not supported: use gzip, deflate or identity"
-        )
+        raise UnsupportedMediaError(f"Content-Encoding {value!r} is not supported: use gzip, deflate or identity")
     return coding
 
 

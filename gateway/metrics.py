@@ -37,21 +37,28 @@ class GatewayMetrics:
     def __init__(self, registry: Registry | None = None) -> None:
         self.registry = registry or Registry()
         r = self.registry
-        self.requests = r.counter(_PREFIX + "requests_total", "HTTP requests answered, by route and status", ("route", "status"))
+        self.requests = r.counter(
+            _PREFIX + "requests_total", "HTTP requests answered, by route and status", ("route", "status")
+        )
         self.request_seconds = r.histogram(
-            _PREFIX + "request_duration_seconds", "Time from request received to answer, by route", ("route",),
+            _PREFIX + "request_duration_seconds",
+            "Time from request received to answer, by route",
+            ("route",),
             LATENCY_BUCKETS,
         )
         self.accepted = r.counter(
             _PREFIX + "reports_accepted_total", "Reports acknowledged by Kafka and answered 200", ("topic",)
         )
         self.rejected = r.counter(
-            _PREFIX + "reports_rejected_total", "Requests with reports not accepted, by topic and reason",
+            _PREFIX + "reports_rejected_total",
+            "Requests with reports not accepted, by topic and reason",
             ("topic", "reason"),
         )
         self.ack_seconds = r.histogram(
-            _PREFIX + "produce_ack_seconds", "Time from a batch's first record to the broker's ack (or failure)",
-            ("topic",), LATENCY_BUCKETS,
+            _PREFIX + "produce_ack_seconds",
+            "Time from a batch's first record to the broker's ack (or failure)",
+            ("topic",),
+            LATENCY_BUCKETS,
         )
         self.batch_records = r.histogram(
             _PREFIX + "batch_records", "Records per produced batch (per partition)", ("topic",), SIZE_BUCKETS
@@ -62,7 +69,8 @@ class GatewayMetrics:
         self.inflight_bytes = r.gauge(_PREFIX + "inflight_bytes", "Report bytes awaiting the broker's ack")
         self.inflight_requests = r.gauge(_PREFIX + "inflight_requests", "Requests awaiting the broker's ack")
         self.broker_errors = r.counter(
-            _PREFIX + "broker_errors_total", "Failed batches, produce timeouts and failed broker probes, by kind",
+            _PREFIX + "broker_errors_total",
+            "Failed batches, produce timeouts and failed broker probes, by kind",
             ("kind",),
         )
         self.ready = r.gauge(_PREFIX + "ready", "1 if this worker is ready (broker reachable, not saturated)")

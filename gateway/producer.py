@@ -1,11 +1,14 @@
 """A typed producer adapter around aiokafka that batches reports across requests.
 
 Delivery semantics: :meth:`BatchingProducer.submit` appends a request's records to
-per-partition batches and returns futures; each future resolves (to ``None``, or to
-the error) only when the broker has acknowledged (``acks=all``) or failed *the whole
-batch*. The gateway answers 200 only when every future of the request resolved to
+per-partition batches and returns futures; each future resolves to ``None`` only when
+the broker has acknowledged (``acks=all``) *the whole batch*, or to the error: the
+batch failed, or it was not acknowledged within ``--produce-timeout-ms`` of its first
+record (:class:`~gateway.errors.ProduceTimeoutError`; one timer per batch, not per
+request). The gateway answers 200 only when every future of the request resolved to
 ``None``; anything else is a 503, and the records may or may not be in Kafka
-(at-least-once: a client retry can duplicate them, never lose them).
+(at-least-once: a client retry can duplicate them, never lose them). A timed-out batch
+stays accounted for (in-flight bytes) until aiokafka settles it.
 
 Batching (per worker process):
 
@@ -45,7 +48,7 @@ from aiokafka.protocol.transaction import InitProducerIdRequest  # type: ignore[
 
 from footfall.errors import BrokerError, BrokerUnavailableError
 from footfall.kafka import parse_brokers, partition_for
-from gateway.errors import SaturatedError, UnavailableError
+from gateway.errors import ProduceTimeoutError, SaturatedError, UnavailableError
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 
@@ -74,6 +77,7 @@ _FAILURE_HOLD: Final = 1.0
 #: /readyz turns false above this fraction of --max-inflight-bytes, and for a while after a shed.
 _SATURATION: Final = 0.9
 _SHED_HOLD: Final = 1.0
+_PARTITION_CACHE_SIZE: Final = 100_000
 _API_VERSIONS_V0: Final = struct.pack(">hhih", 18, 0, 0x0F0F, 8) + b"footfall"
 
 
@@ -97,16 +101,19 @@ class ReportProducer(Protocol):
         """Broker reachable, no recent failure, not saturated."""
         ...
 
-    def note_timeout(self) -> None:
-        """A request gave up waiting for its acks (counts as a broker failure)."""
-        ...
-
     async def start(self) -> None: ...
 
-    async def stop(self, timeout: float) -> None: ...
+    async def stop(self, grace: float) -> None: ...
 
-    async def submit(self, topic: str, records: Sequence[Record], headers: Headers, timestamp_ms: int) -> list[Delivery]:
+    async def submit(
+        self, topic: str, records: Sequence[Record], headers: Headers, timestamp_ms: int
+    ) -> list[Delivery]:
         """Queue every record of one request, or none.
+
+        Returns:
+            Futures that resolve to None once Kafka acknowledged their records, or to the error
+            (a :class:`~gateway.errors.GatewayError` such as ProduceTimeoutError, or a Kafka error),
+            always within ``--produce-timeout-ms``. Never cancel them: other requests share them.
 
         Raises:
             SaturatedError: the in-flight byte cap would be passed.
@@ -116,7 +123,7 @@ class ReportProducer(Protocol):
 
 
 class _Batch:
-    __slots__ = ("builder", "future", "nbytes", "records", "started", "topic")
+    __slots__ = ("builder", "deadline", "future", "nbytes", "records", "started", "topic")
 
     def __init__(self, builder: Any, future: Delivery, topic: str) -> None:
         self.builder = builder
@@ -125,6 +132,7 @@ class _Batch:
         self.nbytes = 0
         self.records = 0
         self.started = time.perf_counter()
+        self.deadline: asyncio.TimerHandle | None = None
 
 
 class _Partition:
@@ -135,11 +143,11 @@ class _Partition:
         self.submitting: asyncio.Task[None] | None = None
 
 
-async def _kafka_answers(host: str, port: int, timeout: float) -> bool:
-    """True if ``host:port`` answers an ApiVersions request within ``timeout`` (a paused broker does not)."""
+async def _kafka_answers(host: str, port: int, within: float) -> bool:
+    """True if ``host:port`` answers an ApiVersions request within ``within`` seconds (a paused broker does not)."""
     writer: asyncio.StreamWriter | None = None
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             reader, writer = await asyncio.open_connection(host, port)
             writer.write(struct.pack(">i", len(_API_VERSIONS_V0)) + _API_VERSIONS_V0)
             await writer.drain()
@@ -149,17 +157,17 @@ async def _kafka_answers(host: str, port: int, timeout: float) -> bool:
     finally:
         if writer is not None:
             writer.close()
-    return struct.unpack(">ii", header)[1] == 0x0F0F
+    return bool(struct.unpack(">ii", header)[1] == 0x0F0F)
 
 
-async def probe_idempotence(brokers: str, timeout: float = 5.0) -> bool:
+async def probe_idempotence(brokers: str, within: float = 5.0) -> bool:
     """True if the cluster grants a producer id (InitProducerId), i.e. supports idempotence.
 
     The embedded broker (Tansu) answers InitProducerId with an error; real Kafka grants one.
     """
-    client = AIOKafkaClient(bootstrap_servers=parse_brokers(brokers), request_timeout_ms=int(timeout * 1000))
+    client = AIOKafkaClient(bootstrap_servers=parse_brokers(brokers), request_timeout_ms=int(within * 1000))
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             await client.bootstrap()
             node = client.get_random_node()
             response = await client.send(node, InitProducerIdRequest(None, 60_000))
@@ -188,7 +196,9 @@ class _BaseProducer:
         self._last_shed = -1e9
         self._probe_task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._pending: set[Delivery] = set()
+        self._unsettled = 0  # batches (or per-report deliveries) not yet acked or failed
+        self._settled: asyncio.Event | None = None
+        self._produce_timeout = settings.produce_timeout_ms / 1000
         self._brokers = [(h, int(p)) for h, _, p in (b.rpartition(":") for b in parse_brokers(settings.brokers))]
 
     @property
@@ -210,6 +220,7 @@ class _BaseProducer:
         )
 
     def note_timeout(self) -> None:
+        """A delivery passed its deadline: counts as a broker failure (readiness, metrics)."""
         self._last_failure = time.monotonic()
         self._metrics.broker_errors.labels("produce_timeout").inc()
 
@@ -238,14 +249,16 @@ class _BaseProducer:
                 await producer.stop()
             raise BrokerUnavailableError(f"cannot start the Kafka producer on {s.brokers}: {exc!r}") from exc
         self._producer = producer
+        self._settled = asyncio.Event()
+        self._settled.set()
         self._probe_task = asyncio.get_running_loop().create_task(self._probe_loop())
         log.info(
             "producer started",
             extra={"partitions": self._partition_counts, "idempotence": self._idempotence, "mode": s.produce_mode},
         )
 
-    async def stop(self, timeout: float) -> None:
-        """Stop taking records, wait up to ``timeout`` s for outstanding acks, close. Idempotent.
+    async def stop(self, grace: float) -> None:
+        """Stop taking records, wait up to ``grace`` s for outstanding acks, close. Idempotent.
 
         1. refuse new submissions; 2. push open batches out and await their acks;
         3. stop aiokafka (whatever is still unacked after the deadline fails and is counted).
@@ -259,11 +272,11 @@ class _BaseProducer:
         producer, self._producer = self._producer, None
         if producer is None:
             return
-        deadline = time.monotonic() + timeout
-        pending = [f for f in self._pending if not f.done()]
-        if pending:
-            await asyncio.wait(pending, timeout=max(0.0, deadline - time.monotonic()))
-        left = sum(1 for f in pending if not f.done())
+        deadline = time.monotonic() + grace
+        if self._settled is not None and self._unsettled:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled.wait(), timeout=grace)
+        left = self._unsettled
         try:
             await asyncio.wait_for(producer.stop(), timeout=max(0.1, deadline - time.monotonic()))
         except (TimeoutError, KafkaError) as exc:
@@ -284,7 +297,9 @@ class _BaseProducer:
                     ok = True
                     break
             if ok != self._probe_ok:
-                log.warning("broker reachable" if ok else "broker unreachable", extra={"brokers": self._settings.brokers})
+                log.warning(
+                    "broker reachable" if ok else "broker unreachable", extra={"brokers": self._settings.brokers}
+                )
             if not ok:
                 self._metrics.broker_errors.labels("probe").inc()
             self._probe_ok = ok
@@ -311,14 +326,26 @@ class _BaseProducer:
         size = sum(len(r.key) + len(r.value) for r in records) + per_record * len(records)
         if self._inflight and self._inflight + size > self._cap:
             self._last_shed = time.monotonic()
-            raise SaturatedError(
-                f"{self._inflight} bytes await the broker's ack (cap {self._cap}); retry later"
-            )
+            raise SaturatedError(f"{self._inflight} bytes await the broker's ack (cap {self._cap}); retry later")
         return size
 
     def _release(self, nbytes: int) -> None:
         self._inflight -= nbytes
         self._metrics.inflight_bytes.set(self._inflight)
+        self._unsettled -= 1
+        if not self._unsettled and self._settled is not None:
+            self._settled.set()
+
+    def _track(self, delivery: Delivery) -> None:
+        """Count a delivery that aiokafka has not settled yet (stop() waits for them)."""
+        self._unsettled += 1
+        if self._settled is not None:
+            self._settled.clear()
+
+    def _expire(self, delivery: Delivery) -> None:
+        if not delivery.done():
+            self.note_timeout()
+            delivery.set_result(ProduceTimeoutError(f"Kafka did not acknowledge within {self._produce_timeout:g} s"))
 
 
 class BatchingProducer(_BaseProducer):
@@ -327,29 +354,43 @@ class BatchingProducer(_BaseProducer):
     def __init__(self, settings: GatewaySettings, metrics: GatewayMetrics, *, idempotence: bool) -> None:
         super().__init__(settings, metrics, idempotence=idempotence)
         self._tps: dict[tuple[str, int], _Partition] = {}
+        # userId -> partition per topic; a client sends one user's days again and again.
+        self._partition_cache: dict[str, tuple[int, dict[bytes, int]]] = {}
 
-    async def submit(self, topic: str, records: Sequence[Record], headers: Headers, timestamp_ms: int) -> list[Delivery]:
+    async def submit(
+        self, topic: str, records: Sequence[Record], headers: Headers, timestamp_ms: int
+    ) -> list[Delivery]:
         """Append every record of one request to its partition's open batch; return the batches' futures.
 
         Synchronous in effect (never awaits), so a request is queued whole or not at all.
         """
         self._admit(records, headers)
         partitions = self._partitions(topic)
+        cache = self._partition_cache.get(topic)
+        if cache is None or cache[0] != partitions or len(cache[1]) > _PARTITION_CACHE_SIZE:
+            cache = self._partition_cache[topic] = (partitions, {})
+        known = cache[1]
         per_record = _RECORD_OVERHEAD + sum(len(k) + len(v) for k, v in headers)
         deliveries: list[Delivery] = []
         last_key = b""
         partition = -1
         added = 0
         for key, value in records:
-            if key != last_key:  # one murmur2 per run of equal keys (one per request for the original client)
-                partition = partition_for(key, partitions)
+            if key != last_key:  # murmur2 (~4 us in Python) once per user, not per report or request
+                cached = known.get(key)
+                if cached is None:
+                    cached = known[key] = partition_for(key, partitions)
+                partition = cached
                 last_key = key
             tp = (topic, partition)
             state = self._tps.get(tp)
             if state is None:
                 state = self._tps[tp] = _Partition()
             batch = state.batch
-            if batch is None or batch.builder.append(timestamp=timestamp_ms, key=key, value=value, headers=headers) is None:
+            if (
+                batch is None
+                or batch.builder.append(timestamp=timestamp_ms, key=key, value=value, headers=headers) is None
+            ):
                 batch = self._open(tp, state)
                 # The first record always fits (a builder takes one record of any size).
                 batch.builder.append(timestamp=timestamp_ms, key=key, value=value, headers=headers)
@@ -357,9 +398,8 @@ class BatchingProducer(_BaseProducer):
             batch.nbytes += nbytes
             batch.records += 1
             added += nbytes
-            if not deliveries or deliveries[-1] is not batch.future:
-                if batch.future not in deliveries:
-                    deliveries.append(batch.future)
+            if batch.future not in deliveries:  # a handful at most: one per partition and batch
+                deliveries.append(batch.future)
         self._inflight += added
         self._metrics.inflight_bytes.set(self._inflight)
         return deliveries
@@ -368,7 +408,8 @@ class BatchingProducer(_BaseProducer):
         loop = asyncio.get_running_loop()
         batch = _Batch(self._producer.create_batch(), loop.create_future(), tp[0])
         state.batch = batch
-        self._pending.add(batch.future)
+        self._track(batch.future)
+        batch.deadline = loop.call_later(self._produce_timeout, self._expire, batch.future)
         state.submitting = loop.create_task(self._submit(tp, batch, state.submitting))
         return batch
 
@@ -404,11 +445,10 @@ class BatchingProducer(_BaseProducer):
         if error is not None:
             self._last_failure = time.monotonic()
             m.broker_errors.labels(type(error).__name__).inc()
-            log.warning(
-                "batch failed", extra={"topic": batch.topic, "records": batch.records, "error": repr(error)}
-            )
+            log.warning("batch failed", extra={"topic": batch.topic, "records": batch.records, "error": repr(error)})
+        if batch.deadline is not None:
+            batch.deadline.cancel()
         self._release(batch.nbytes)
-        self._pending.discard(batch.future)
         if not batch.future.done():
             batch.future.set_result(error)
 
@@ -416,7 +456,9 @@ class BatchingProducer(_BaseProducer):
 class PerReportProducer(_BaseProducer):
     """The plain approach, kept only as a perf reference: ``send()`` per report, then gather."""
 
-    async def submit(self, topic: str, records: Sequence[Record], headers: Headers, timestamp_ms: int) -> list[Delivery]:
+    async def submit(
+        self, topic: str, records: Sequence[Record], headers: Headers, timestamp_ms: int
+    ) -> list[Delivery]:
         """``send()`` each record (aiokafka batches them itself) and gather the acks into one future."""
         size = self._admit(records, headers)
         partitions = self._partitions(topic)
@@ -426,23 +468,31 @@ class PerReportProducer(_BaseProducer):
             for key, value in records:
                 sends.append(
                     await self._producer.send(
-                        topic, value, key=key, partition=partition_for(key, partitions),
-                        timestamp_ms=timestamp_ms, headers=headers,
+                        topic,
+                        value,
+                        key=key,
+                        partition=partition_for(key, partitions),
+                        timestamp_ms=timestamp_ms,
+                        headers=headers,
                     )
                 )
         except KafkaError as exc:
             for f in sends:
                 f.cancel()
-            self._release(size)
+            self._inflight -= size
             raise UnavailableError(f"Kafka refused the records: {exc!r}") from exc
         loop = asyncio.get_running_loop()
         delivery: Delivery = loop.create_future()
-        self._pending.add(delivery)
+        self._track(delivery)
+        timer = loop.call_later(self._produce_timeout, self._expire, delivery)
         gathered = asyncio.gather(*sends, return_exceptions=True)
-        gathered.add_done_callback(functools.partial(self._on_gathered, delivery, size))
+        gathered.add_done_callback(functools.partial(self._on_gathered, delivery, size, timer))
         return [delivery]
 
-    def _on_gathered(self, delivery: Delivery, size: int, gathered: asyncio.Future[list[Any]]) -> None:
+    def _on_gathered(
+        self, delivery: Delivery, size: int, timer: asyncio.TimerHandle, gathered: asyncio.Future[list[Any]]
+    ) -> None:
+        timer.cancel()
         error: BaseException | None = None
         if gathered.cancelled():
             error = BrokerUnavailableError("produce cancelled")
@@ -452,7 +502,6 @@ class PerReportProducer(_BaseProducer):
             self._last_failure = time.monotonic()
             self._metrics.broker_errors.labels(type(error).__name__).inc()
         self._release(size)
-        self._pending.discard(delivery)
         if not delivery.done():
             delivery.set_result(error)
 

@@ -46,9 +46,9 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
     replication_factor: Annotated[
         int, Meta(ge=1, le=32, description="replication factor of topics created at start-up")
     ] = 1
-    acks: Annotated[
-        Literal["all"], Meta(description="producer acks; only 'all' keeps the 2xx-after-ack promise")
-    ] = "all"
+    acks: Annotated[Literal["all"], Meta(description="producer acks; only 'all' keeps the 2xx-after-ack promise")] = (
+        "all"
+    )
     linger_ms: Annotated[
         float, Meta(ge=0, le=10_000, description="extra wait before a batch may be sent (0 = adaptive only)")
     ] = 0.0
@@ -71,31 +71,35 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: Annotated[
         int, Meta(ge=64, description="largest request body as sent (compressed), checked from Content-Length")
     ] = 2 * MiB
-    max_decompressed_bytes: Annotated[
-        int, Meta(ge=64, description="largest request body after gunzip/inflate")
-    ] = 8 * MiB
+    max_decompressed_bytes: Annotated[int, Meta(ge=64, description="largest request body after gunzip/inflate")] = (
+        4 * MiB
+    )
     max_expansion_ratio: Annotated[
         int, Meta(ge=1, description="largest decompressed/compressed size ratio (bodies over 64 KiB)")
     ] = 200
     max_errors: Annotated[int, Meta(ge=1, le=1000, description="validation errors listed in a 422 answer")] = 20
     api_keys: Annotated[
         list[str],
-        Meta(description="accepted API key (Authorization: Bearer K or X-API-Key: K); none = no auth",
-             extra={"flag": "--api-key", "env": "FOOTFALL_GATEWAY_API_KEYS"}),
+        Meta(
+            description="accepted API key (Authorization: Bearer K or X-API-Key: K); none = no auth",
+            extra={"flag": "--api-key", "env": "FOOTFALL_GATEWAY_API_KEYS"},
+        ),
     ] = msgspec.field(default_factory=list)
     cors_origins: Annotated[
         list[str],
-        Meta(description="allowed browser origin for CORS ('*' = any); none = CORS off",
-             extra={"flag": "--cors-origin", "env": "FOOTFALL_GATEWAY_CORS_ORIGINS"}),
+        Meta(
+            description="allowed browser origin for CORS ('*' = any); none = CORS off",
+            extra={"flag": "--cors-origin", "env": "FOOTFALL_GATEWAY_CORS_ORIGINS"},
+        ),
     ] = msgspec.field(default_factory=list)
     access_log: Annotated[bool, Meta(description="log one JSON line per request")] = False
     log_level: Annotated[LogLevel, Meta(description="log level")] = "info"
     shutdown_timeout: Annotated[
         float, Meta(ge=0, le=3600, description="seconds to drain in-flight requests and batches on SIGTERM")
     ] = 15.0
-    startup_timeout: Annotated[
-        float, Meta(ge=0, le=3600, description="seconds to wait for the broker at start-up")
-    ] = 30.0
+    startup_timeout: Annotated[float, Meta(ge=0, le=3600, description="seconds to wait for the broker at start-up")] = (
+        30.0
+    )
     retry_after: Annotated[int, Meta(ge=0, le=3600, description="Retry-After seconds sent with a 503")] = 1
     metrics_dir: Annotated[
         str, Meta(description="directory for per-worker metric snapshots; empty = a fresh temporary one")
@@ -124,6 +128,13 @@ def _check(settings: GatewaySettings) -> GatewaySettings:
             raise ConfigError(f"{flag}: {exc}") from exc
     if settings.visit_topic == settings.activity_topic:
         raise ConfigError("--activity-topic: must differ from --visit-topic")
+    if settings.compression != "none":
+        from aiokafka import codec  # type: ignore[import-untyped]
+
+        available = {"gzip": codec.has_gzip, "lz4": codec.has_lz4, "zstd": codec.has_zstd}[settings.compression]
+        if not available():
+            package = "cramjam"  # aiokafka 0.14 compresses lz4 and zstd with cramjam
+            raise ConfigError(f"--compression {settings.compression}: the Python package {package!r} is not installed")
     if any(not k or len(k) > 4096 for k in settings.api_keys):
         raise ConfigError("--api-key: keys must be 1..4096 characters")
     return settings

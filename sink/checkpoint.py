@@ -14,6 +14,7 @@ the files are per topic. Renaming a group therefore cannot cause re-landing.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 from pathlib import Path
@@ -23,12 +24,13 @@ import msgspec
 
 from footfall.layout import check_topic
 
-__all__ = ["STATE_DIR", "Checkpoint", "CheckpointStore", "fsync_dir"]
+__all__ = ["STATE_DIR", "Checkpoint", "CheckpointStore", "fsync_dir", "ranges_add", "ranges_contain"]
 
 #: Name of the sink's own state directory inside the record directory (ignored by readers).
 STATE_DIR: Final = "_footfall"
 
 _ENCODER: Final = msgspec.json.Encoder()
+_MAX: Final = 2**63
 
 
 class Checkpoint(msgspec.Struct, kw_only=True):
@@ -40,18 +42,35 @@ class Checkpoint(msgspec.Struct, kw_only=True):
         length: byte length of ``segment`` that is covered by this checkpoint.
         parked: offset ranges ``[first, last]`` (inclusive) parked on ``<topic>.retry``
             instead of landed here; the retry lander lands exactly those.
-        landed_from: for a ``.retry`` partition: highest source offset landed, per source
-            partition (so a batch parked twice lands once).
+        landed_from: for a ``.retry`` partition: source offsets landed, as ranges per source
+            partition (so a record parked twice lands once, in whatever order copies arrive).
     """
 
     offset: int = -1
     segment: str | None = None
     length: int = 0
     parked: list[tuple[int, int]] = msgspec.field(default_factory=list)
-    landed_from: dict[int, int] = msgspec.field(default_factory=dict)
+    landed_from: dict[int, list[tuple[int, int]]] = msgspec.field(default_factory=dict)
 
     def is_parked(self, offset: int) -> bool:
-        return any(first <= offset <= last for first, last in self.parked)
+        return ranges_contain(self.parked, offset)
+
+
+def ranges_contain(ranges: list[tuple[int, int]], offset: int) -> bool:
+    """True if ``offset`` lies in one of the inclusive, sorted, disjoint ``ranges``."""
+    i = bisect.bisect_right(ranges, (offset, _MAX)) - 1
+    return i >= 0 and ranges[i][0] <= offset <= ranges[i][1]
+
+
+def ranges_add(ranges: list[tuple[int, int]], first: int, last: int) -> list[tuple[int, int]]:
+    """``ranges`` with ``first..last`` added, merged (adjacent ranges join)."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted([*ranges, (first, last)]):
+        if out and a <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
 
 
 _DECODER: Final = msgspec.json.Decoder(Checkpoint)
@@ -84,13 +103,14 @@ class CheckpointStore:
             return None
         return _DECODER.decode(data)
 
-    def save(self, topic: str, partition: int, checkpoint: Checkpoint) -> None:
+    def save(self, topic: str, partition: int, checkpoint: Checkpoint, *, sync_dir: bool = True) -> None:
         """Replace the checkpoint atomically.
 
         Steps (order matters):
             1. write ``<partition>.json.tmp`` and fsync it;
             2. rename it over ``<partition>.json`` (atomic on POSIX);
-            3. fsync the directory so the rename itself is durable.
+            3. fsync the directory so the rename itself is durable (with ``sync_dir=False``
+               the caller does it, once for many partitions, before relying on it).
 
         Raises:
             OSError: the disk refused (the old checkpoint is still intact).
@@ -117,6 +137,6 @@ class CheckpointStore:
                 tmp.unlink()
             raise
         os.close(fd)
-        os.replace(tmp, path)
-        if self.durable:
+        tmp.replace(path)
+        if self.durable and sync_dir:
             fsync_dir(path.parent)

@@ -60,8 +60,13 @@ class SinkSettings(msgspec.Struct, frozen=True, kw_only=True):
     metrics_host: Annotated[str, Meta(description="address of /healthz /readyz /metrics")] = "127.0.0.1"
     metrics_port: Annotated[int, Meta(ge=0, le=65535, description="port of /healthz /readyz /metrics (0: any)")] = 8082
     flush_interval: Annotated[
-        float, Meta(gt=0, le=3600, description="seconds: the longest a record waits before it is flushed, fsynced "
-                    "and committed (also when traffic stops)")
+        float,
+        Meta(
+            gt=0,
+            le=3600,
+            description="seconds: the longest a record waits before it is flushed, fsynced "
+            "and committed (also when traffic stops)",
+        ),
     ] = 0.5
     buffer_bytes: Annotated[int, Meta(ge=1024, description="per-partition write buffer; written out when full")] = (
         1 << 20
@@ -75,18 +80,15 @@ class SinkSettings(msgspec.Struct, frozen=True, kw_only=True):
         bool, Meta(description="validate every value as a report; invalid ones go to <topic>.dlq")
     ] = True
     write_retry_timeout: Annotated[
-        float, Meta(ge=0, description="seconds of failed writes (disk full, I/O error) before a batch is parked "
-                    "on <topic>.retry")
+        float,
+        Meta(
+            ge=0,
+            description="seconds of failed writes (disk full, I/O error) before a batch is parked on <topic>.retry",
+        ),
     ] = 30.0
     side_topic_partitions: Annotated[int, Meta(ge=1, description="partitions of <topic>.retry/.dlq if created")] = 1
     replication_factor: Annotated[int, Meta(ge=1, description="replication factor of <topic>.retry/.dlq")] = 1
-    idempotence: Annotated[
-        Literal["auto", "on", "off"],
-        Meta(description="idempotent producer for retry/DLQ topics; auto: on unless the broker lacks it"),
-    ] = "auto"
-    session_timeout: Annotated[float, Meta(ge=1, le=300, description="seconds: consumer group session timeout")] = (
-        10.0
-    )
+    session_timeout: Annotated[float, Meta(ge=1, le=300, description="seconds: consumer group session timeout")] = 10.0
     fetch_max_bytes: Annotated[int, Meta(ge=65536, description="bytes one fetch may return per partition")] = 4 << 20
     shutdown_timeout: Annotated[float, Meta(gt=0, description="seconds to drain (flush, fsync, commit) on SIGTERM")] = (
         15.0
@@ -161,6 +163,8 @@ def check_record_directory(path: Path) -> None:
     Raises:
         ConfigError: it cannot be created, is not a directory, or is not writable.
     """
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--record-directory: {str(path)!r} is not a directory")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -191,10 +191,7 @@ class Stack:
     def start_role(self, role: str, timeout: float = 60.0) -> subprocess.Popen[bytes]:
         """Start (or restart) one role and wait for its ``/readyz``."""
         self.ports.setdefault(role, self.config.ports.get(role) or free_port(self.config.host))
-        env = {**os.environ, **self.config.env}
-        env["PYTHONPATH"] = os.pathsep.join(
-            filter(None, [str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")])
-        )
+        env = self.child_env()
         log_path = self.log_directory / f"{role}.log"
         with log_path.open("ab") as log_file:
             proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
@@ -209,6 +206,13 @@ class Stack:
         self.processes[role] = proc
         self.wait_ready(role, timeout)
         return proc
+
+    def child_env(self) -> dict[str, str]:
+        """Environment for a child process: ours, the config's, and this checkout on the path."""
+        env = {**os.environ, **self.config.env}
+        root = str(Path(__file__).resolve().parents[1])  # so `python -m <role>` works from a checkout
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        return env
 
     def wait_ready(self, role: str, timeout: float = 60.0) -> None:
         """Poll ``role``'s ``/readyz`` until it answers 200."""

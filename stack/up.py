@@ -88,7 +88,8 @@ def run(settings: UpSettings) -> int:
     run_json = logs / f"bench-{int(time.time())}.json"
     try:
         stack.start()
-        print(f"  broker     {stack.bootstrap}" + ("  (embedded, memory only)" if stack.broker else ""))
+        embedded = f"  (embedded, memory only, pid {stack.broker.pid})" if stack.broker else ""
+        print(f"  broker     {stack.bootstrap}{embedded}")
         print(f"  gateway    {stack.gateway_url}/api/visit/v1   {stack.gateway_url}/metrics")
         print(f"  sink       {stack.sink_url}/metrics")
         print(f"  dashboard  {stack.dashboard_url}/")
@@ -108,7 +109,11 @@ def run(settings: UpSettings) -> int:
             ]
             with (logs / "bench.log").open("ab") as bench_log:
                 bench = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                    stack.bench_command(*args), stdout=bench_log, stderr=subprocess.STDOUT, start_new_session=True
+                    stack.bench_command(*args),
+                    stdout=bench_log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    env=stack.child_env(),
                 )
             print(f"  bench      {settings.concurrent_clients} clients, one day each per {settings.report_interval:g}s")
         print("Ctrl+C stops everything.", flush=True)
@@ -138,6 +143,7 @@ def run(settings: UpSettings) -> int:
                 capture_output=True,
                 text=True,
                 check=False,
+                env=stack.child_env(),
             )
             print("  verify: " + (verify.stdout.strip().splitlines() or ["(no output)"])[-1])
         return 0

@@ -1,0 +1,121 @@
+"""``python -m gateway`` / ``footfall gateway``: run the ingestion gateway.
+
+Start-up, in this order:
+
+1. parse flags and env vars (a bad value: one line naming the flag, exit 2);
+2. wait for the broker, create the topics if absent, resolve ``--idempotence auto``
+   (InitProducerId granted or not) — once, in the main process;
+3. create the metrics directory every worker snapshots into;
+4. serve with Sanic's worker manager (``--workers`` processes, uvloop). SIGTERM/SIGINT
+   stop accepting, drain in-flight requests and batches within ``--shutdown-timeout``, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import msgspec
+
+from footfall.errors import BrokerUnavailableError, ConfigError
+from footfall.kafka import ensure_topics, wait_for_broker
+from footfall.logs import configure_logging
+from footfall.settings import run_main
+from gateway.settings import GatewaySettings, parse_gateway_settings
+
+__all__ = ["main"]
+
+log = logging.getLogger("gateway")
+
+
+async def _prepare(settings: GatewaySettings) -> bool:
+    """Wait for the broker, create topics, and return whether to use the idempotent producer."""
+    from gateway.producer import probe_idempotence
+
+    await wait_for_broker(settings.brokers, settings.startup_timeout)
+    await ensure_topics(
+        settings.brokers,
+        [settings.visit_topic, settings.activity_topic],
+        settings.partitions,
+        settings.replication_factor,
+    )
+    if settings.idempotence == "off":
+        return False
+    supported = await probe_idempotence(settings.brokers)
+    if settings.idempotence == "on" and not supported:
+        raise ConfigError("--idempotence on: the broker does not grant a producer id (InitProducerId); use auto or off")
+    if not supported:
+        log.warning("broker does not support idempotent producers (InitProducerId); producing without idempotence")
+    return supported
+
+
+def _serve(settings: GatewaySettings, idempotence: bool) -> None:
+    from sanic import Sanic
+    from sanic.worker.loader import AppLoader
+
+    from gateway.app import create_app
+
+    loader = AppLoader(factory=functools.partial(create_app, settings, idempotence=idempotence, configure_logs=True))
+    app = loader.load()
+    app.prepare(
+        host=settings.host,
+        port=settings.port,
+        workers=settings.worker_count,
+        access_log=False,
+        motd=False,
+        single_process=False,
+        backlog=1024,
+    )
+    Sanic.serve(primary=app, app_loader=loader)
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    settings = parse_gateway_settings(argv)
+    configure_logging(settings.log_level, "gateway")
+    try:
+        idempotence = asyncio.run(_prepare(settings))
+    except BrokerUnavailableError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    temporary: Path | None = None
+    if settings.metrics_dir:
+        metrics_dir = Path(settings.metrics_dir)
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        for stale in metrics_dir.glob("*.json"):  # counters of an earlier run must not add up
+            stale.unlink(missing_ok=True)
+    else:
+        temporary = Path(tempfile.mkdtemp(prefix="footfall-gateway-metrics-"))
+        settings = msgspec.structs.replace(settings, metrics_dir=str(temporary))
+    log.info(
+        "gateway starting",
+        extra={
+            "host": settings.host,
+            "port": settings.port,
+            "workers": settings.worker_count,
+            "idempotence": idempotence,
+            "brokers": settings.brokers,
+        },
+    )
+    try:
+        _serve(settings, idempotence)
+    finally:
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(temporary)
+    log.info("gateway stopped")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the gateway; returns the exit code (0 after a graceful shutdown, 2 for bad flags)."""
+    return run_main(lambda: _run(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,127 @@
+"""Micro-benchmarks of the gateway's hot path (pytest-benchmark; not part of the default test run).
+
+Run: ``PYTHONPATH=. pytest perf/bench_gateway.py --benchmark-enable -p no:cacheprovider``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import random
+from typing import Any
+
+import msgspec
+import pytest
+from aiokafka.producer.message_accumulator import BatchBuilder  # type: ignore[import-untyped]
+
+from footfall.generator import DEFAULT_START_DATE, day_start_ms, original_visits, user_id
+from footfall.kafka import partition_for
+from footfall.reports import ReportType, encode_report
+from gateway.body import BodyLimits, decode_body, decompress
+
+LIMITS = BodyLimits(max_body_bytes=2 << 20, max_decompressed_bytes=4 << 20, max_expansion_ratio=200)
+HEADERS = [
+    ("ff-type", b"visit"),
+    ("ff-schema", b"1"),
+    ("ff-received-ms", b"1700000000000"),
+    ("ff-request-id", b"0a1b2c3d-1f"),
+]
+
+
+def _request() -> tuple[bytes, list[Any]]:
+    rng = random.Random(1)
+    visits = original_visits(rng, user_id(rng), day_start_ms(DEFAULT_START_DATE, 0))
+    return gzip.compress(msgspec.json.encode(visits)), visits
+
+
+@pytest.mark.benchmark(group="gateway")
+def test_gunzip_decode_validate(benchmark: Any) -> None:
+    body, _ = _request()
+
+    def run() -> int:
+        return len(decode_body(ReportType.VISIT, decompress(body, "gzip", LIMITS), 20))
+
+    assert benchmark(run) == 12
+
+
+@pytest.mark.benchmark(group="gateway")
+def test_gunzip_only(benchmark: Any) -> None:
+    body, _ = _request()
+    benchmark(decompress, body, "gzip", LIMITS)
+
+
+@pytest.mark.benchmark(group="gateway")
+def test_reencode_with_keys(benchmark: Any) -> None:
+    _, visits = _request()
+
+    def run() -> int:
+        last = None
+        key = b""
+        out = []
+        for v in visits:
+            if v.userId != last:
+                key = str(v.userId).encode()
+                last = v.userId
+            out.append((key, encode_report(v)))
+        return len(out)
+
+    assert benchmark(run) == 12
+
+
+@pytest.mark.benchmark(group="gateway")
+def test_partition_once_per_request(benchmark: Any) -> None:
+    key = str(_request()[1][0].userId).encode()
+    benchmark(partition_for, key, 4)
+
+
+@pytest.mark.benchmark(group="gateway")
+def test_batch_append_12_records(benchmark: Any) -> None:
+    _, visits = _request()
+    records = [(str(v.userId).encode(), encode_report(v)) for v in visits]
+    state = {"builder": BatchBuilder(512 * 1024, 0), "n": 0}
+
+    def run() -> None:
+        builder = state["builder"]
+        for key, value in records:
+            if builder.append(timestamp=1_700_000_000_000, key=key, value=value, headers=HEADERS) is None:
+                builder = state["builder"] = BatchBuilder(512 * 1024, 0)
+                builder.append(timestamp=1_700_000_000_000, key=key, value=value, headers=HEADERS)
+
+    benchmark(run)
+
+
+@pytest.mark.benchmark(group="gateway")
+def test_submit_to_open_batch(benchmark: Any) -> None:
+    """BatchingProducer.submit for one 12-report request, batches never sent (no broker)."""
+    from gateway.metrics import GatewayMetrics
+    from gateway.producer import BatchingProducer, Record
+    from gateway.settings import GatewaySettings
+
+    _, visits = _request()
+    records = [Record(str(v.userId).encode(), encode_report(v)) for v in visits]
+    settings = GatewaySettings(max_inflight_bytes=1 << 60)
+
+    class _Builderless:
+        def create_batch(self) -> BatchBuilder:
+            return BatchBuilder(512 * 1024, 0)
+
+    async def scenario() -> None:
+        producer = BatchingProducer(settings, GatewayMetrics(), idempotence=False)
+        producer._producer = _Builderless()
+        producer._partition_counts["visit"] = 4
+        producer._submit = _no_submit  # type: ignore[method-assign,assignment]
+        loop = asyncio.get_running_loop()
+
+        def run() -> None:
+            coro = producer.submit("visit", records, HEADERS, 1_700_000_000_000)
+            with contextlib.suppress(StopIteration):
+                coro.send(None)
+
+        benchmark(run)
+        del loop
+
+    async def _no_submit(*args: Any) -> None:
+        return None
+
+    asyncio.run(scenario())

@@ -1,0 +1,609 @@
+"""One sink worker process: a member of every configured consumer group.
+
+Per group a :class:`GroupWorker` runs one consumer loop; per assigned partition it keeps
+a :class:`~sink.writer.PartitionWriter`. Kafka's group assignment decides which
+process writes which partition; a per-partition file lock (``_footfall/locks``) keeps
+two processes on one machine from ever writing the same partition at once, even if a
+rebalance outruns a slow revoke.
+
+Commit order (:meth:`GroupWorker.commit`), every ``--flush-interval`` (also when no
+record arrives: the consumer poll times out), on revoke and before stop:
+
+    1. poison records of the batch were already acknowledged on ``<topic>.dlq``, and
+       parked batches on ``<topic>.retry`` (acks=all), before their offsets were settled;
+    2. write each partition's buffer to its segment file (one ``pwrite``);
+    3. fsync the segment (``--fsync commit``/``always``; a new file's directory was
+       fsynced when it was created);
+    4. replace the partition's checkpoint atomically (offset, segment, byte length,
+       parked ranges): from now on the records are landed, whatever crashes;
+    5. commit ``offset + 1`` to Kafka (advisory, for lag monitoring; recovery does not
+       rely on it);
+    6. count the records as written and observe end-to-end latency.
+
+Recovery (:meth:`GroupWorker.on_assigned`): for each newly assigned partition, take the
+file lock, truncate files to the checkpoint (:meth:`PartitionWriter.recover`), seek to
+``checkpoint.offset + 1``, and commit that to Kafka.
+
+Write failures (ENOSPC, EIO, EACCES...): the partition is reset to its checkpoint and
+consumed again after a backoff; once failures have lasted ``--write-retry-timeout``,
+its records are parked on ``<topic>.retry`` instead (offsets settle when the retry topic
+acknowledged them) until a checkpoint can be written again. The same group consumes
+``<topic>.retry`` and lands each parked record exactly once (:func:`sink.retry.lander_decision`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno as errno_mod
+import fcntl
+import gc
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from footfall.kafka import HEADER_RECEIVED_MS
+from footfall.layout import check_topic
+from footfall.logs import configure_logging
+from footfall.metrics import SnapshotWriter
+from sink.checkpoint import STATE_DIR, Checkpoint, CheckpointStore, fsync_dir
+from sink.consumer import KafkaRecord, SinkConsumer, TopicPartition
+from sink.errors import RecoveryError, SegmentWriteError, SideTopicError
+from sink.instruments import SinkMetrics
+from sink.poison import CheckResult, PoisonCheck
+from sink.retry import SideProducer, lander_decision, source_of
+from sink.settings import RETRY_SUFFIX, SinkSettings, retry_topic
+from sink.writer import MS_PER_DAY, PartitionWriter
+
+__all__ = ["GroupWorker", "Worker", "run_worker"]
+
+log = logging.getLogger(__name__)
+
+#: Sample the end-to-end latency of every Nth record (and the first of each batch).
+_LATENCY_SAMPLE: Final = 64
+_MAX_BACKOFF: Final = 5.0
+_WAIT_FOR_SOURCE: Final = 1.0
+
+
+def _tp_name(tp: TopicPartition) -> str:
+    return f"{tp.topic}[{tp.partition}]"
+
+
+def _received_ms(record: KafkaRecord) -> int | None:
+    for key, value in record.headers:
+        if key == HEADER_RECEIVED_MS:
+            return int(value) if value.isdigit() else None
+    return None
+
+
+@dataclass
+class _Failure:
+    first: float
+    attempts: int = 0
+    parking: bool = False
+
+
+class _PartitionLock:
+    """An exclusive ``flock`` on ``_footfall/locks/<topic>/<partition>.lock`` (released on close or death)."""
+
+    def __init__(self, record_directory: Path, topic: str, partition: int) -> None:
+        self.path = record_directory / STATE_DIR / "locks" / check_topic(topic) / f"{partition}.lock"
+        self._fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        if self._fd is not None:
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the descriptor releases the flock
+
+
+def _commit_one(writer: PartitionWriter) -> tuple[bool, SegmentWriteError | None, float]:
+    """Steps 2-4 for one partition, in a worker thread: (changed, error, seconds)."""
+    started = time.perf_counter()
+    try:
+        changed = writer.commit(sync_dir=False)
+    except SegmentWriteError as exc:
+        return False, exc, time.perf_counter() - started
+    return changed, None, time.perf_counter() - started
+
+
+def _fsync_dirs(directories: set[Path]) -> None:
+    for directory in directories:
+        fsync_dir(directory)
+
+
+class GroupWorker:
+    """Consumes the topics of one consumer group (and their ``.retry`` topics) into files.
+
+    Delivery: exactly once in files (see the module docstring for the commit order).
+    """
+
+    def __init__(
+        self,
+        settings: SinkSettings,
+        group: str,
+        topics: Sequence[str],
+        *,
+        side: SideProducer,
+        metrics: SinkMetrics,
+        stop: asyncio.Event,
+    ) -> None:
+        self.settings = settings
+        self.group = group
+        self.topics = list(topics)
+        self.side = side
+        self.metrics = metrics
+        self.stop_event = stop
+        self.root = settings.record_path
+        self.store = CheckpointStore(self.root, durable=settings.fsync != "never")
+        self.writers: dict[TopicPartition, PartitionWriter] = {}
+        self._locks: dict[TopicPartition, _PartitionLock] = {}
+        self._checks = {t: PoisonCheck(t) for t in self.topics}
+        self._failures: dict[TopicPartition, _Failure] = {}
+        self._paused_until: dict[TopicPartition, float] = {}
+        self._lock = asyncio.Lock()
+        self._epoch = 0
+        self._fatal: BaseException | None = None
+        self.ready = asyncio.Event()
+        client_id = f"footfall-sink-{socket.gethostname()}-{os.getpid()}"
+        consumed = [*self.topics, *(retry_topic(t) for t in self.topics)]
+        self.consumer = SinkConsumer(
+            settings.brokers,
+            group,
+            consumed,
+            on_revoked=self.on_revoked,
+            on_assigned=self.on_assigned,
+            session_timeout=settings.session_timeout,
+            fetch_max_bytes=settings.fetch_max_bytes,
+            client_id=client_id,
+        )
+
+    # ------------------------------------------------------------------ rebalance
+
+    async def on_revoked(self, revoked: list[TopicPartition]) -> None:
+        """Before a rebalance: flush, fsync, checkpoint and commit, then let go of the partitions."""
+        async with self._lock:
+            await self.commit()
+            for tp in revoked:
+                self._drop(tp)
+            self.metrics.assigned.labels(self.group).set(len(self.writers))
+
+    async def on_assigned(self, assigned: list[TopicPartition]) -> None:
+        """After a rebalance: recover each new partition from its checkpoint and seek past it.
+
+        A failure here is fatal for the worker (the supervisor restarts it): a partition
+        that could not be recovered must not be consumed.
+        """
+        try:
+            async with self._lock:
+                self._epoch += 1
+                offsets: dict[TopicPartition, int] = {}
+                for tp in assigned:
+                    if tp in self.writers:
+                        continue
+                    checkpoint = await self._recover(tp)
+                    self.consumer.seek(tp, checkpoint.offset + 1)
+                    offsets[tp] = checkpoint.offset + 1
+                for tp in [tp for tp in self.writers if tp not in assigned]:
+                    self._drop(tp)
+                self.metrics.assigned.labels(self.group).set(len(self.writers))
+                if offsets:
+                    await self.consumer.commit({tp: o for tp, o in offsets.items() if o > 0})
+                log.info(
+                    "partitions assigned",
+                    extra={"group": self.group, "partitions": [_tp_name(tp) for tp in sorted(self.writers)]},
+                )
+        except Exception as exc:  # aiokafka would swallow it; the worker must stop instead
+            log.exception("partition recovery failed; the worker stops", extra={"group": self.group})
+            self._fatal = exc
+            self.stop_event.set()
+
+    async def _recover(self, tp: TopicPartition) -> Checkpoint:
+        lock = _PartitionLock(self.root, tp.topic, tp.partition)
+        deadline = time.monotonic() + self.settings.session_timeout * 3 + 5
+        while not lock.try_acquire():
+            # Another process on this machine still holds the partition (a slow revoke).
+            if time.monotonic() > deadline:
+                raise RecoveryError(f"{_tp_name(tp)}: another process holds {lock.path}; giving up")
+            await asyncio.sleep(0.1)
+        self._locks[tp] = lock
+        is_retry = tp.topic.endswith(RETRY_SUFFIX)
+        writer = PartitionWriter(
+            self.root,
+            tp.topic,
+            tp.partition,
+            self.store,
+            out_topic=tp.topic.removesuffix(RETRY_SUFFIX) if is_retry else tp.topic,
+            buffer_bytes=self.settings.buffer_bytes,
+            segment_bytes=self.settings.segment_bytes,
+            segment_age=self.settings.segment_age,
+            fsync=self.settings.fsync,
+        )
+        delay = 0.1
+        while True:
+            try:
+                checkpoint = writer.recover()
+                break
+            except SegmentWriteError as exc:
+                # The disk refuses even the clean-up: wait, without consuming anything.
+                self._count_error(writer, exc)
+                if self.stop_event.is_set():
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _MAX_BACKOFF)
+        self.writers[tp] = writer
+        self.metrics.recoveries.labels(writer.out_topic).inc()
+        return checkpoint
+
+    def _drop(self, tp: TopicPartition) -> None:
+        writer = self.writers.pop(tp, None)
+        if writer is not None:
+            writer.close()
+        lock = self._locks.pop(tp, None)
+        if lock is not None:
+            lock.release()
+        self._failures.pop(tp, None)
+        self._paused_until.pop(tp, None)
+
+    # ------------------------------------------------------------------ main loop
+
+    async def run(self) -> None:
+        """Consume until the stop event; then commit once more and leave the group.
+
+        Raises:
+            RecoveryError: a partition could not be recovered (after a clean stop).
+        """
+        await self.consumer.start()
+        self.ready.set()
+        interval = self.settings.flush_interval
+        last_commit = time.monotonic()
+        try:
+            while not self.stop_event.is_set():
+                self._resume_due()
+                epoch = self._epoch
+                batch = await self.consumer.getmany(wait=interval)
+                async with self._lock:
+                    if epoch != self._epoch:
+                        # A rebalance happened while fetching: these records may predate the
+                        # seek to the checkpoint. Drop them and fetch again from our position.
+                        for tp in batch:
+                            writer = self.writers.get(tp)
+                            if writer is not None:
+                                self.consumer.seek(tp, writer.last_offset + 1)
+                        continue
+                    try:
+                        for tp, records in batch.items():
+                            if records:
+                                await self._handle(tp, records)
+                    except SideTopicError:
+                        if not self.stop_event.is_set():
+                            raise
+                        # Stopping while Kafka does not acknowledge DLQ/retry sends: those
+                        # offsets stay unsettled and are consumed again next time.
+                        break
+                    if time.monotonic() - last_commit >= interval:
+                        await self.commit()
+                        last_commit = time.monotonic()
+        finally:
+            self.ready.clear()
+            self.side.stopping = True
+            async with self._lock:
+                # Revoke is not called on stop: this commit is the last chance.
+                with contextlib.suppress(SideTopicError):
+                    await self.commit()
+                for tp in list(self.writers):
+                    self._drop(tp)
+                self.metrics.assigned.labels(self.group).set(0)
+            # Leave the group only now (outside the lock, in case aiokafka calls back).
+            await self.consumer.stop()
+        if self._fatal is not None:
+            raise self._fatal
+
+    def _resume_due(self) -> None:
+        if not self._paused_until:
+            return
+        now = time.monotonic()
+        for tp, until in list(self._paused_until.items()):
+            if until <= now:
+                del self._paused_until[tp]
+                if tp in self.writers:
+                    self.consumer.resume(tp)
+
+    def _pause(self, tp: TopicPartition, seconds: float) -> None:
+        self.consumer.pause(tp)
+        self._paused_until[tp] = time.monotonic() + seconds
+
+    async def _handle(self, tp: TopicPartition, records: list[KafkaRecord]) -> None:
+        writer = self.writers.get(tp)
+        if writer is None or tp in self._paused_until:
+            return  # not ours (any more), or backing off: consumed again from the checkpoint
+        if records[0].offset <= writer.last_offset:
+            records = [r for r in records if r.offset > writer.last_offset]
+            if not records:
+                return
+        base = writer.out_topic
+        if tp.topic != base:
+            records = self._land_parked(tp, writer, records)
+            if not records:
+                return
+        failure = self._failures.get(tp)
+        if failure is not None and failure.parking:
+            await self._park(tp, writer, records)
+            return
+        result = self._check(base, records)
+        if result.poison:
+            await self.side.dead_letter(tp.topic, result.poison)
+            self.metrics.dlq.labels(base).inc(len(result.poison))
+            for record, error in result.poison[:3]:
+                log.warning(
+                    "poison record sent to DLQ",
+                    extra={"tp": _tp_name(tp), "offset": record.offset, "error": error[:300]},
+                )
+        try:
+            if result.good:
+                self._append(writer, result.good, result.lines)
+            writer.settle(records[-1].offset)
+        except SegmentWriteError as exc:
+            self._write_failed(tp, writer, exc)
+
+    def _check(self, topic: str, records: list[KafkaRecord]) -> CheckResult:
+        if self.settings.poison_check:
+            return self._checks[topic].check(records)
+        return CheckResult(records, [], None)
+
+    def _append(self, writer: PartitionWriter, good: list[KafkaRecord], lines: bytes | None) -> None:
+        # Per-record work here is list comprehensions only; the bytes go in with one join.
+        days = [r.timestamp // MS_PER_DAY for r in good]
+        first_day = days[0]
+        if days.count(first_day) == len(days):
+            data = lines if lines is not None else b"\n".join([r.value for r in good]) + b"\n"  # type: ignore[misc]
+            writer.append(data, len(good), good[-1].offset, good[0].offset, first_day)
+        else:
+            start = 0
+            for i in range(1, len(good) + 1):
+                if i == len(good) or days[i] != days[start]:
+                    run = good[start:i]
+                    data = b"\n".join([r.value for r in run]) + b"\n"  # type: ignore[misc]
+                    writer.append(data, len(run), run[-1].offset, run[0].offset, days[start])
+                    start = i
+        samples = writer.pending_received_ms
+        for record in good[::_LATENCY_SAMPLE]:
+            received = _received_ms(record)
+            if received is not None:
+                samples.append(received)
+
+    def _land_parked(
+        self, tp: TopicPartition, writer: PartitionWriter, records: list[KafkaRecord]
+    ) -> list[KafkaRecord]:
+        """Filter records of a ``.retry`` partition down to those to land now (see lander_decision)."""
+        land: list[KafkaRecord] = []
+        sources: dict[int, Checkpoint | None] = {}
+        skipped = 0
+        for i, record in enumerate(records):
+            source = source_of(record)
+            if source is None:
+                land.append(record)  # not parked by a sink: land as is
+                continue
+            partition, offset = source
+            if partition not in sources:
+                sources[partition] = self.store.load(writer.out_topic, partition)
+            decision = lander_decision(offset, sources[partition], writer.landed_from.get(partition, []))
+            if decision == "wait":
+                # The source partition has not settled this offset yet: come back later.
+                self.consumer.seek(tp, record.offset)
+                self._pause(tp, _WAIT_FOR_SOURCE)
+                if i:
+                    writer.settle(records[i - 1].offset)
+                self.metrics.retry_skipped.labels(writer.out_topic).inc(skipped)
+                if land:
+                    self.metrics.retry_landed.labels(writer.out_topic).inc(len(land))
+                return land
+            if decision == "land":
+                writer.mark_landed_from(partition, offset)
+                land.append(record)
+            else:
+                skipped += 1
+        if skipped:
+            self.metrics.retry_skipped.labels(writer.out_topic).inc(skipped)
+        if land:
+            self.metrics.retry_landed.labels(writer.out_topic).inc(len(land))
+        writer.settle(records[-1].offset)  # skipped ones are settled too
+        return land
+
+    async def _park(self, tp: TopicPartition, writer: PartitionWriter, records: list[KafkaRecord]) -> None:
+        base = writer.out_topic
+        result = self._check(base, records)
+        if result.poison:
+            await self.side.dead_letter(tp.topic, result.poison)
+            self.metrics.dlq.labels(base).inc(len(result.poison))
+        if result.good:
+            await self.side.park(tp.topic, result.good)
+            writer.mark_parked(result.good[0].offset, result.good[-1].offset)
+            self.metrics.parked.labels(base).inc(len(result.good))
+        writer.settle(records[-1].offset)
+
+    # ------------------------------------------------------------------ commit
+
+    async def commit(self) -> None:
+        """Flush, fsync, checkpoint, then commit to Kafka (steps 2-6 of the module docstring).
+
+        The partitions' blocking writes and fsyncs run in threads, in parallel, so one
+        commit costs about one fsync, and aiokafka keeps fetching meanwhile. The lock is
+        held throughout: nothing else touches the writers until they are done.
+        """
+        dirty = [(tp, w) for tp, w in self.writers.items() if w.dirty]
+        if not dirty:
+            return
+        outcomes = await asyncio.gather(*(asyncio.to_thread(_commit_one, w) for _, w in dirty))
+        # Step 4, end: make the checkpoint renames durable, one fsync per directory.
+        synced = [w for (_, w), (changed, _, _) in zip(dirty, outcomes, strict=True) if changed]
+        durable = True
+        if synced and self.settings.fsync != "never":
+            try:
+                await asyncio.to_thread(_fsync_dirs, {w.checkpoint_dir for w in synced})
+            except OSError as exc:
+                # The data is fsynced; only the renames may not survive a machine crash, in
+                # which case the old checkpoints hold and the rest is consumed again.
+                log.error("checkpoint directory fsync failed; not committing to Kafka", extra={"error": str(exc)})
+                durable = False
+        offsets: dict[TopicPartition, int] = {}
+        for (tp, writer), (changed, error, seconds) in zip(dirty, outcomes, strict=True):
+            if error is not None:
+                self._write_failed(tp, writer, error)
+                continue
+            now = time.time()
+            topic = writer.out_topic
+            self.metrics.commit_seconds.labels(topic).observe(seconds)
+            fsync_hist = self.metrics.fsync_seconds.labels(topic)
+            for fsync_s in writer.fsync_seconds:
+                fsync_hist.observe(fsync_s)
+            writer.fsync_seconds.clear()
+            if not changed:
+                continue
+            offsets[tp] = writer.checkpoint.offset + 1
+            records, nbytes, received = writer.take_committed_stats()
+            if records:
+                self.metrics.records_written.labels(topic).inc(records)
+                self.metrics.bytes_written.labels(topic).inc(nbytes)
+            if received:
+                e2e = self.metrics.e2e_latency.labels(topic)
+                for ms in received:
+                    e2e.observe(max(0.0, now - ms / 1000))
+            failure = self._failures.pop(tp, None)
+            if failure is not None:
+                log.info("writing works again", extra={"tp": _tp_name(tp), "attempts": failure.attempts})
+        if offsets and durable:
+            await self.consumer.commit(offsets)
+
+    def _count_error(self, writer: PartitionWriter, exc: SegmentWriteError) -> None:
+        name = errno_mod.errorcode.get(exc.errno or 0, "unknown")
+        self.metrics.write_errors.labels(writer.out_topic, name).inc()
+
+    def _write_failed(self, tp: TopicPartition, writer: PartitionWriter, exc: SegmentWriteError) -> None:
+        """Back off and consume again from the checkpoint; after the retry timeout, park."""
+        self._count_error(writer, exc)
+        now = time.monotonic()
+        failure = self._failures.get(tp)
+        if failure is None:
+            failure = self._failures[tp] = _Failure(first=now)
+        failure.attempts += 1
+        if failure.parking:
+            # Everything since the checkpoint is parked already; only the checkpoint
+            # itself is still to be written. Keep parking; try again next interval.
+            log.warning("checkpoint still failing while parking", extra={"tp": _tp_name(tp), "error": str(exc)})
+            return
+        writer.reset_to_checkpoint()
+        self.consumer.seek(tp, writer.checkpoint.offset + 1)
+        is_retry = tp.topic != writer.out_topic
+        if not is_retry and now - failure.first >= self.settings.write_retry_timeout:
+            failure.parking = True
+            log.error(
+                "writes failing for too long; parking records on the retry topic",
+                extra={"tp": _tp_name(tp), "error": str(exc), "since_s": round(now - failure.first, 1)},
+            )
+            return
+        delay = min(0.1 * 2 ** (failure.attempts - 1), _MAX_BACKOFF)
+        self._pause(tp, delay)
+        log.warning(
+            "write failed; retrying from the checkpoint",
+            extra={"tp": _tp_name(tp), "error": str(exc), "attempt": failure.attempts, "delay_s": delay},
+        )
+
+
+class Worker:
+    """All group workers of one process, plus the side producer and metrics snapshots."""
+
+    def __init__(self, settings: SinkSettings, metrics_dir: Path | None = None, index: int = 0) -> None:
+        self.settings = settings
+        self.index = index
+        self.metrics = SinkMetrics()
+        self.metrics_dir = metrics_dir
+        self.stop_event = asyncio.Event()
+        self.side = SideProducer(settings.brokers, client_id=f"footfall-sink-{socket.gethostname()}-{os.getpid()}")
+        self.groups = [
+            GroupWorker(settings, group, topics, side=self.side, metrics=self.metrics, stop=self.stop_event)
+            for group, topics in settings.group_topics().items()
+        ]
+
+    def stop(self) -> None:
+        """Ask for a graceful stop (safe from a signal handler)."""
+        self.stop_event.set()
+        self.side.stopping = True  # unacknowledged side-topic sends give up instead of retrying
+
+    async def run(self) -> None:
+        """Run until :meth:`stop`; drain (flush, fsync, commit) before returning."""
+        snapshots = SnapshotWriter(self.metrics.registry, self.metrics_dir) if self.metrics_dir else None
+        if snapshots is not None:
+            snapshots.start()
+        await self.side.start()
+        try:
+            tasks = [asyncio.create_task(g.run(), name=f"group-{g.group}") for g in self.groups]
+
+            async def _ready() -> None:
+                for g in self.groups:
+                    await g.ready.wait()
+                self.metrics.ready.set(1)
+                if snapshots is not None:
+                    snapshots.write()
+
+            ready = asyncio.create_task(_ready())
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            ready.cancel()
+            self.stop_event.set()  # one group failed: stop the others cleanly too
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            self.metrics.ready.set(0)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+        finally:
+            await self.side.stop()
+            if snapshots is not None:
+                await snapshots.stop()
+
+
+def run_worker(settings: SinkSettings, index: int, metrics_dir: str | None) -> None:
+    """Entry point of a worker process (spawned by the supervisor).
+
+    SIGTERM drains and exits 0; SIGINT is ignored (the supervisor decides, and a
+    terminal's Ctrl+C reaches the whole process group). Exit code 1 on a fatal error.
+    """
+    configure_logging(settings.log_level, "sink")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Every fetched record is a fresh Python object, none of them in a cycle: collect the
+    # young generation less often, and keep start-up objects out of every collection.
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
+
+    async def main() -> None:
+        # aiokafka clients must be created inside the running loop.
+        worker = Worker(settings, Path(metrics_dir) if metrics_dir else None, index)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, worker.stop)
+        await worker.run()
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except (RecoveryError, SegmentWriteError) as exc:
+        log.error("worker failed", extra={"worker": index, "error": str(exc)})
+        raise SystemExit(1) from exc
+    log.info("worker stopped", extra={"worker": index})

@@ -1,0 +1,204 @@
+"""The live gateway (``python -m gateway``, 2 workers) against the real embedded broker, over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import re
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+
+from footfall.kafka import HEADER_RECEIVED_MS, HEADER_REQUEST_ID, HEADER_SCHEMA, HEADER_TYPE, partition_for
+from footfall.reports import encode_report
+from tests.gateway.conftest import JSON_GZIP, GatewayProcess, original_body
+from tests.gateway.test_body import gzip_bomb
+
+pytestmark = pytest.mark.integration
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        m = re.match(r"^(\w+)(?:\{(.*)\})? (\S+)$", line)
+        if not m or m[1] != name:
+            continue
+        have = dict(re.findall(r'(\w+)="([^"]*)"', m[2] or ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            total += float(m[3])
+    return total
+
+
+def wait_metric(gw: GatewayProcess, name: str, at_least: float, timeout: float = 10.0, **labels: str) -> str:
+    """Poll /metrics until ``name`` reaches ``at_least`` (worker snapshots land every second)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = httpx.get(gw.url + "/metrics").text
+        if metric(text, name, **labels) >= at_least or time.monotonic() > deadline:
+            return text
+        time.sleep(0.1)
+
+
+async def test_original_client_form_lands_in_kafka(live_gateway: GatewayProcess, consume: Any) -> None:
+    gw = live_gateway
+    sent: dict[bytes, Any] = {}
+    async with httpx.AsyncClient(base_url=gw.url) as client:
+        for seed, (kind, path) in enumerate([("visit", "/api/visit/v1"), ("activity", "/api/activity/v1/")] * 3):
+            body, reports = original_body(kind, seed=seed)
+            response = await client.post(path, content=body, headers=JSON_GZIP)
+            assert response.status_code == 200, response.text
+            assert response.json() == {"accepted": 12}
+            for r in reports:
+                sent[encode_report(r)] = (kind, r, response.headers["x-request-id"])
+    for kind, topic in (("visit", gw.visit_topic), ("activity", gw.activity_topic)):  # type: ignore[attr-defined]
+        records = await consume(topic, 36)
+        assert len(records) == 36
+        for rec in records:
+            want_kind, report, request_id = sent[rec.value]
+            assert want_kind == kind
+            assert rec.key == str(report.userId).encode()
+            assert rec.partition == partition_for(rec.key, 4)
+            headers = dict(rec.headers)
+            assert headers[HEADER_TYPE] == kind.encode()
+            assert headers[HEADER_SCHEMA] == b"1"
+            assert int(headers[HEADER_RECEIVED_MS]) == rec.timestamp
+            assert abs(rec.timestamp - time.time() * 1000) < 120_000
+            assert headers[HEADER_REQUEST_ID].decode() == request_id
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status"),
+    [
+        (b"[{", {"Content-Type": "application/json"}, 400),
+        (gzip.compress(b"[1,2]")[:-3], JSON_GZIP, 400),
+        (b"[]", {"Content-Type": "text/plain"}, 415),
+        (b"[]", {"Content-Type": "application/json", "Content-Encoding": "br"}, 415),
+        (b'[{"dataVer":1}]', {"Content-Type": "application/json"}, 422),
+        (b" " * (3 * 1024 * 1024), {"Content-Type": "application/json"}, 413),
+        (gzip.compress(b" " * (9 * 1024 * 1024)), JSON_GZIP, 413),
+    ],
+)
+def test_client_errors_over_http(
+    live_gateway: GatewayProcess, body: bytes, headers: dict[str, str], status: int
+) -> None:
+    response = httpx.post(live_gateway.url + "/api/visit/v1", content=body, headers=headers)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["message"]
+
+
+def test_gzip_bomb_costs_a_few_mb(live_gateway: GatewayProcess) -> None:
+    gw = live_gateway
+    bomb = gzip_bomb(1024**3)
+    body, _ = original_body()
+    pids = gw.worker_pids(2)
+    with httpx.Client(base_url=gw.url) as client:
+        for _ in range(20):  # warm both workers
+            assert client.post("/api/visit/v1", content=body, headers=JSON_GZIP).status_code == 200
+        before = {pid: _rss(pid) for pid in pids}
+        started = time.perf_counter()
+        for _ in range(4):  # reaches both workers (keep-alive is per connection: new clients)
+            response = httpx.post(gw.url + "/api/visit/v1", content=bomb, headers=JSON_GZIP)
+            assert response.status_code == 413, response.text
+        elapsed = (time.perf_counter() - started) / 4
+        after = {pid: _rss(pid) for pid in pids}
+    growth = max(after[p] - before[p] for p in pids)
+    assert growth < 12 * 1024 * 1024, (before, after)
+    assert elapsed < 1.0, elapsed
+
+
+def _rss(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status)[1]) * 1024  # type: ignore[index]
+
+
+async def test_concurrent_requests_share_batches(live_gateway: GatewayProcess) -> None:
+    gw = live_gateway
+    topic = gw.activity_topic  # type: ignore[attr-defined]
+    before = httpx.get(gw.url + "/metrics").text
+    n_before = metric(before, "footfall_gateway_batch_records_count", topic=topic)
+    r_before = metric(before, "footfall_gateway_batch_records_sum", topic=topic)
+    requests = 200
+    limits = httpx.Limits(max_connections=64)
+    async with httpx.AsyncClient(base_url=gw.url, limits=limits) as client:
+
+        async def one(seed: int) -> int:
+            body, _ = original_body("activity", seed=1000 + seed)
+            return (await client.post("/api/activity/v1", content=body, headers=JSON_GZIP)).status_code
+
+        statuses = await asyncio.gather(*(one(i) for i in range(requests)))
+    assert statuses == [200] * requests
+    text = wait_metric(gw, "footfall_gateway_batch_records_sum", r_before + requests * 12, topic=topic)
+    batches = metric(text, "footfall_gateway_batch_records_count", topic=topic) - n_before
+    records = metric(text, "footfall_gateway_batch_records_sum", topic=topic) - r_before
+    assert records == requests * 12
+    # Unshared, each request would make >= 1 batch (one user: one partition). The deterministic
+    # version of this check is test_producer.py::test_requests_in_one_tick_share_one_batch_per_partition.
+    assert batches < requests * 0.9, (batches, records)
+
+
+def test_health_readiness_metrics(live_gateway: GatewayProcess) -> None:
+    gw = live_gateway
+    assert httpx.get(gw.url + "/healthz").json()["status"] == "ok"
+    ready = httpx.get(gw.url + "/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    text = wait_metric(gw, "footfall_gateway_ready", 2)  # summed over the 2 workers
+    for name in ("footfall_gateway_requests_total", "footfall_gateway_inflight_bytes"):
+        assert f"# TYPE {name}" in text
+
+
+def test_api_key_and_cors_over_http(broker: str, gateway_factory: Any) -> None:
+    gw = gateway_factory(
+        ["--brokers", broker, "--workers", "1", "--api-key", "s3cret", "--cors-origin", "https://app.example"]
+    )
+    body, _ = original_body()
+    assert httpx.post(gw.url + "/api/visit/v1", content=body, headers=JSON_GZIP).status_code == 401
+    ok = httpx.post(gw.url + "/api/visit/v1", content=body, headers={**JSON_GZIP, "Authorization": "Bearer s3cret"})
+    assert ok.status_code == 200
+    pre = httpx.options(
+        gw.url + "/api/activity/v1/", headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    )
+    assert pre.status_code == 204
+    assert pre.headers["access-control-allow-origin"] == "https://app.example"
+    assert gw.stop() == 0
+
+
+async def test_graceful_shutdown_answers_in_flight_requests(broker: str, gateway_factory: Any) -> None:
+    gw = gateway_factory(["--brokers", broker, "--workers", "1", "--linger-ms", "300", "--shutdown-timeout", "10"])
+    body, _ = original_body()
+    async with httpx.AsyncClient(base_url=gw.url) as client:
+        posts = [asyncio.ensure_future(client.post("/api/visit/v1", content=body, headers=JSON_GZIP)) for _ in range(8)]
+        await asyncio.sleep(0.1)  # requests are now waiting on a lingering batch
+        gw.proc.send_signal(signal.SIGTERM)
+        responses = await asyncio.gather(*posts)
+    assert [r.status_code for r in responses] == [200] * 8
+    assert gw.proc.wait(15) == 0
+
+
+def test_idempotence_on_is_refused_on_the_embedded_broker(broker: str) -> None:
+    gw = GatewayProcess(["--brokers", broker, "--idempotence", "on"])
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", *gw.args], env=gw.env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 2
+    assert "--idempotence" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_unknown_fields_and_trailing_slash(live_gateway: GatewayProcess) -> None:
+    _, reports = original_body()
+    items = [{**msgspec.to_builtins(r), "battery": 0.5} for r in reports]
+    response = httpx.post(
+        live_gateway.url + "/api/visit/v1/",
+        content=msgspec.json.encode(items),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 200

@@ -1,0 +1,125 @@
+"""BatchingProducer against the real broker: shared batches, cancellation, accounting, partitioning."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+
+from footfall.kafka import partition_for
+from gateway.errors import SaturatedError
+from gateway.metrics import GatewayMetrics
+from gateway.producer import BatchingProducer, PerReportProducer, Record
+from gateway.settings import GatewaySettings
+
+pytestmark = pytest.mark.integration
+
+HEADERS = [("ff-type", b"visit"), ("ff-schema", b"1"), ("ff-received-ms", b"1"), ("ff-request-id", b"r")]
+
+
+def records_for(user: int, n: int = 12) -> list[Record]:
+    key = str(uuid.UUID(int=user + 1)).encode()
+    return [Record(key, b'{"i":%d,"u":%d}' % (i, user)) for i in range(n)]
+
+
+async def make(broker: str, topic_factory: Any, cls: type = BatchingProducer, **overrides: Any) -> tuple[Any, str]:
+    visit = await topic_factory("visit", partitions=4)
+    activity = await topic_factory("activity", partitions=4)
+    settings = GatewaySettings(brokers=broker, visit_topic=visit, activity_topic=activity, **overrides)
+    producer = cls(settings, GatewayMetrics(), idempotence=False)
+    await producer.start()
+    return producer, visit
+
+
+async def test_requests_in_one_tick_share_one_batch_per_partition(
+    broker: str, topic_factory: Any, consume: Any
+) -> None:
+    producer, topic = await make(broker, topic_factory)
+    try:
+        requests = [records_for(u) for u in range(50)]
+        # submit() never yields, so all 50 requests land before any batch is handed to aiokafka.
+        deliveries = [await producer.submit(topic, recs, HEADERS, 1_700_000_000_000) for recs in requests]
+        partitions = {partition_for(recs[0].key, 4) for recs in requests}
+        futures = {id(f): f for ds in deliveries for f in ds}
+        assert len(futures) == len(partitions)
+        results = await asyncio.gather(*futures.values())
+        assert results == [None] * len(futures)
+        assert producer.inflight_bytes == 0
+        hist = producer._metrics.batch_records.labels(topic)
+        assert sum(hist.counts) == len(partitions)
+        assert hist.sum == 600
+    finally:
+        await producer.stop(5)
+    got = await consume(topic, 600)
+    assert len(got) == 600
+    for rec in got:
+        assert rec.partition == partition_for(rec.key, 4)
+        assert rec.timestamp == 1_700_000_000_000
+        assert [(k, v) for k, v in rec.headers] == HEADERS
+    # Per key, order is kept.
+    by_key: dict[bytes, list[bytes]] = {}
+    for rec in sorted(got, key=lambda r: (r.partition, r.offset)):
+        by_key.setdefault(rec.key, []).append(rec.value)
+    for recs in requests:
+        assert by_key[recs[0].key] == [r.value for r in recs]
+
+
+async def test_a_cancelled_request_does_not_cancel_its_batch(broker: str, topic_factory: Any, consume: Any) -> None:
+    producer, topic = await make(broker, topic_factory, linger_ms=200)
+    try:
+        first = await producer.submit(topic, records_for(1), HEADERS, 1)
+        second = await producer.submit(topic, records_for(1), HEADERS, 1)
+        assert first == second  # same user, same open batch
+
+        async def request() -> None:
+            await asyncio.wait(first)
+
+        task = asyncio.ensure_future(request())
+        await asyncio.sleep(0.01)
+        task.cancel()  # the client went away
+        assert (await asyncio.gather(*second)) == [None]
+        assert producer.inflight_bytes == 0
+    finally:
+        await producer.stop(5)
+    assert len(await consume(topic, 24)) == 24
+
+
+async def test_in_flight_cap_refuses_whole_requests(broker: str, topic_factory: Any) -> None:
+    producer, topic = await make(broker, topic_factory, max_inflight_bytes=4096, linger_ms=300)
+    try:
+        accepted = []
+        with pytest.raises(SaturatedError):
+            for u in range(100):
+                accepted.append(await producer.submit(topic, records_for(u), HEADERS, 1))
+        assert 0 < len(accepted) < 100
+        assert 0 < producer.inflight_bytes <= 4096
+        assert not producer.ready()
+        await asyncio.gather(*(f for ds in accepted for f in ds))
+        assert producer.inflight_bytes == 0
+    finally:
+        await producer.stop(5)
+
+
+async def test_batches_split_at_batch_size(broker: str, topic_factory: Any, consume: Any) -> None:
+    producer, topic = await make(broker, topic_factory, batch_size=1024)
+    try:
+        deliveries = await producer.submit(topic, records_for(7, n=200), HEADERS, 1)
+        assert len(deliveries) > 5
+        assert set(await asyncio.gather(*deliveries)) == {None}
+    finally:
+        await producer.stop(5)
+    got = sorted(await consume(topic, 200), key=lambda r: r.offset)
+    assert [r.value for r in got] == [r.value for r in records_for(7, n=200)]
+
+
+async def test_per_report_reference_mode(broker: str, topic_factory: Any, consume: Any) -> None:
+    producer, topic = await make(broker, topic_factory, cls=PerReportProducer)
+    try:
+        deliveries = await producer.submit(topic, records_for(3), HEADERS, 5)
+        assert (await asyncio.gather(*deliveries)) == [None]
+        assert producer.inflight_bytes == 0
+    finally:
+        await producer.stop(5)
+    assert len(await consume(topic, 12)) == 12
