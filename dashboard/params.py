@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 from collections.abc import Mapping, Sequence
 from typing import Final, Literal, cast
 
@@ -22,6 +23,8 @@ MAX_POINTS: Final = 20_000
 _COMMON: Final = frozenset({"from", "to", "type"})
 _TYPES: Final = {"all": ("visit", "activity"), "visit": ("visit",), "activity": ("activity",)}
 _BUCKET_MINUTES: Final = {"minute": 1, "hour": 60, "day": 1440}
+# ASCII digits only: str.isdigit() also accepts "²" (int() then fails) and other scripts' digits.
+_INTEGER: Final = re.compile(r"-?[0-9]{1,19}")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -75,18 +78,18 @@ def _time(args: Mapping[str, Sequence[str]], name: str) -> int | None:
     if raw is None or raw == "":
         return None
     value: int
-    if raw.lstrip("-").isdigit():
+    if _INTEGER.fullmatch(raw):
         value = int(raw)
     else:
         try:
             parsed = dt.datetime.fromisoformat(raw)
-        except ValueError:
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=dt.UTC)
+            value = int(parsed.timestamp() * 1000)
+        except (ValueError, OverflowError):
             raise QueryError(
                 f"{name}: expected epoch milliseconds or an ISO-8601 time like 2018-01-01T00:00:00Z, got {raw[:40]!r}"
             ) from None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=dt.UTC)
-        value = int(parsed.timestamp() * 1000)
     if not 0 <= value <= MAX_EPOCH_MS:
         raise QueryError(f"{name}: {value} is outside 0..{MAX_EPOCH_MS} (epoch milliseconds)")
     return value
@@ -105,7 +108,7 @@ def _int(args: Mapping[str, Sequence[str]], name: str, lo: int, hi: int, default
     raw = _one(args, name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
+    if not _INTEGER.fullmatch(raw) or not lo <= int(raw) <= hi:
         raise QueryError(f"{name}: expected an integer from {lo} to {hi}, got {raw[:40]!r}")
     return int(raw)
 

@@ -24,9 +24,15 @@ entirely or not at all):
 3. Fold the new bytes in batches of at most ``batch_bytes``: a closed segment not folded
    before is read in place; any other range is cut at its last newline and copied to a
    scratch file first (an open segment keeps growing while DuckDB would read it).
-4. In one transaction: insert the batch's rollup rows, advance the files' folded
-   offsets.
-5. Compact the rows of segments that became closed after being folded in pieces.
+4. In one transaction: insert the batch's rollup rows (minute and day grain), add new
+   users to the dictionary, link new (poi, user, minute) rows to the pair's previous
+   visit, mark the touched days dirty, advance the files' folded offsets.
+5. Recount distinct users for the dirty days; rebuild the pair links if a file was
+   dropped (each in one transaction).
+6. Compact the rows of segments that became closed after being folded in pieces.
+
+A refresh interrupted by :meth:`RollupStore.stop` stops between batches; the rest is
+folded by the next one.
 """
 
 from __future__ import annotations
@@ -383,6 +389,9 @@ class RollupStore:
         self._threads = threads
         self._memory_limit = memory_limit
         self._con: duckdb.DuckDBPyConnection | None = None
+        # Readers' connections are made from this one, never from the writer while it folds.
+        self._reader_root: duckdb.DuckDBPyConnection | None = None
+        self._reader_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._stopping = threading.Event()
         self._local = threading.local()
@@ -418,6 +427,7 @@ class RollupStore:
             ) from exc
         self._con = con
         self._migrate(con)
+        self._reader_root = con.cursor()
         if self._scratch_dir is None:
             import tempfile
 
@@ -431,6 +441,9 @@ class RollupStore:
         self._stopping.set()
         with self._write_lock:
             if self._con is not None:
+                if self._reader_root is not None:
+                    self._reader_root.close()
+                    self._reader_root = None
                 self._con.close()
                 self._con = None
 
@@ -465,13 +478,15 @@ class RollupStore:
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A connection for the calling thread (DuckDB connections are not shared by threads)."""
-        con = self._writer
+        root = self._reader_root
+        if root is None:
+            raise StoreError("the rollup store is not started")
         cur: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
-        owner = getattr(self._local, "owner", None)
-        if cur is None or owner is not con:
-            cur = con.cursor()
+        if cur is None or getattr(self._local, "owner", None) is not root:
+            with self._reader_lock:
+                cur = root.cursor()
             self._local.cursor = cur
-            self._local.owner = con
+            self._local.owner = root
         return cur
 
     # -- folding ---------------------------------------------------------------

@@ -29,6 +29,7 @@ S = TypeVar("S", bound=msgspec.Struct)
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 _PATH_RE = re.compile(r" - at `\$\.(\w+)`")
+_MISSING_RE = re.compile(r"missing required field `(\w+)`")
 _SEQUENCE_TYPES = (msgspec.inspect.ListType, msgspec.inspect.VarTupleType, msgspec.inspect.SetType)
 
 
@@ -141,6 +142,10 @@ class SettingsParser:
             raise ConfigError(self._explain(str(exc))) from exc
 
     def _explain(self, message: str) -> str:
+        missing = _MISSING_RE.search(message)
+        if missing is not None and missing[1] in self._by_dest:
+            field = self._by_dest[missing[1]]
+            return f"{flag_name(field)} (env {env_name(field, self.env_prefix)}) is required"
         m = _PATH_RE.search(message)
         if m is None or m[1] not in self._by_dest:
             return f"invalid settings: {message}"

@@ -72,6 +72,7 @@ Delivery = asyncio.Future[BaseException | None]
 _RECORD_OVERHEAD: Final = 24  # varints, attributes, offsets/timestamp deltas: a fair upper bound
 _PROBE_INTERVAL: Final = 0.5
 _PROBE_TIMEOUT: Final = 1.0
+_PROBE_MISSES: Final = 2
 #: A produce timeout or failed batch keeps /readyz false for this long (seconds).
 _FAILURE_HOLD: Final = 1.0
 #: /readyz turns false above this fraction of --max-inflight-bytes, and for a while after a shed.
@@ -290,18 +291,22 @@ class _BaseProducer:
         return count
 
     async def _probe_loop(self) -> None:
+        failures = 0
         while True:
-            ok = False
+            answered = False
             for host, port in self._brokers:
                 if await _kafka_answers(host, port, _PROBE_TIMEOUT):
-                    ok = True
+                    answered = True
                     break
+            failures = 0 if answered else failures + 1
+            if not answered:
+                self._metrics.broker_errors.labels("probe").inc()
+            # Down only after consecutive misses: one slow answer (a busy machine) must not shed load.
+            ok = failures < _PROBE_MISSES
             if ok != self._probe_ok:
                 log.warning(
                     "broker reachable" if ok else "broker unreachable", extra={"brokers": self._settings.brokers}
                 )
-            if not ok:
-                self._metrics.broker_errors.labels("probe").inc()
             self._probe_ok = ok
             self._refresh_partition_counts()
             self._metrics.ready.set(1.0 if self.ready() else 0.0)
@@ -409,9 +414,15 @@ class BatchingProducer(_BaseProducer):
         batch = _Batch(self._producer.create_batch(), loop.create_future(), tp[0])
         state.batch = batch
         self._track(batch.future)
-        batch.deadline = loop.call_later(self._produce_timeout, self._expire, batch.future)
+        batch.deadline = loop.call_later(self._produce_timeout, self._expire_batch, batch)
         state.submitting = loop.create_task(self._submit(tp, batch, state.submitting))
         return batch
+
+    def _expire_batch(self, batch: _Batch) -> None:
+        # Its requests get 503 now; later requests must not join a batch whose deadline passed,
+        # so it takes no more records (aiokafka still produces it and settles the bytes).
+        batch.builder.close()
+        self._expire(batch.future)
 
     async def _submit(self, tp: tuple[str, int], batch: _Batch, previous: asyncio.Task[None] | None) -> None:
         # 1. keep per-partition order: the previous batch is handed over first;

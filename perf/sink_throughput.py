@@ -153,8 +153,11 @@ def _get(port: int, path: str) -> tuple[int, str]:
         return 0, ""
 
 
-def start_sink(brokers: str, topic: str, record_dir: Path, extra: list[str]) -> tuple[subprocess.Popen[bytes], int]:
+def start_sink(
+    brokers: str, topic: str, record_dir: Path, extra: list[str], log: Path | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
+    stderr = log.open("ab") if log is not None else subprocess.DEVNULL
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -172,7 +175,7 @@ def start_sink(brokers: str, topic: str, record_dir: Path, extra: list[str]) -> 
         ],
         env={**os.environ, "PYTHONPATH": str(REPO)},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
         cwd=REPO,
     )
     return proc, port
@@ -180,8 +183,11 @@ def start_sink(brokers: str, topic: str, record_dir: Path, extra: list[str]) -> 
 
 def run_sink(brokers: str, topic: str, records: int, tmp: Path, extra: list[str]) -> dict[str, float]:
     record_dir = tmp / f"records-{uuid.uuid4().hex[:6]}"
+    log = tmp / "sink.log"
+    log.unlink(missing_ok=True)
+    load = os.getloadavg()[0]
     started = time.perf_counter()
-    proc, _port = start_sink(brokers, topic, record_dir, extra)
+    proc, _port = start_sink(brokers, topic, record_dir, extra, log)
     first = None
     try:
         while True:
@@ -199,7 +205,13 @@ def run_sink(brokers: str, topic: str, records: int, tmp: Path, extra: list[str]
     lines = sum(p.read_bytes().count(b"\n") for p in (record_dir / topic).glob("date=*/*.jsonl"))
     assert lines == records, f"sink landed {lines} lines, expected {records}"
     shutil.rmtree(record_dir)
-    return {"total_s": done - started, "from_first_file_s": done - (first or started)}
+    assignments = log.read_text().count('"partitions assigned"')
+    return {
+        "total_s": done - started,
+        "from_first_file_s": done - (first or started),
+        "assignments": assignments,
+        "loadavg_1m": load,
+    }
 
 
 def _percentiles(text: str, name: str) -> dict[str, float]:
@@ -251,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--sink-arg", action="append", default=[], help="extra sink flag (repeatable)")
-    parser.add_argument("--latency-rate", type=float, default=0.0, help="records/s for the latency run (0: skip)")
+    parser.add_argument(
+        "--latency-rate", type=float, action="append", default=[], help="records/s of a latency run (repeatable)"
+    )
     parser.add_argument("--latency-duration", type=float, default=20.0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -277,7 +291,9 @@ def main(argv: list[str] | None = None) -> int:
             sink_runs.append(s)
             print(
                 f"run {run}: sink {args.records / s['from_first_file_s']:,.0f} msg/s from first file "
-                f"({args.records / s['total_s']:,.0f} msg/s from process start)",
+                f"({args.records / s['total_s']:,.0f} msg/s from process start); "
+                f"ratio {k / s['from_first_file_s']:.2f}; "
+                f"{s['assignments']:.0f} assignment callbacks; load avg {s['loadavg_1m']:.1f}",
                 flush=True,
             )
         best_k = min(kcat_runs)
@@ -292,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             "sink_msgs_per_s_from_start": args.records / best_total,
             "ratio_steady": best_k / best_s,
             "ratio_from_start": best_k / best_total,
+            "ratio_per_run": [k / s["from_first_file_s"] for k, s in zip(kcat_runs, sink_runs, strict=True)],
             "kcat_runs_s": kcat_runs,
             "sink_runs": sink_runs,
             "sink_args": args.sink_arg,
@@ -301,9 +318,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{result['ratio_from_start']:.2f} (from process start)",
             flush=True,
         )
-        if args.latency_rate:
-            result["latency"] = latency(brokers, args.latency_rate, args.latency_duration, tmp, args.sink_arg)
-            print(f"latency at {args.latency_rate:,.0f} msg/s: {result['latency']}", flush=True)
+        result["latency"] = []
+        for rate in args.latency_rate:
+            lat = latency(brokers, rate, args.latency_duration, tmp, args.sink_arg)
+            result["latency"].append(lat)
+            print(f"latency at {rate:,.0f} msg/s: {lat}", flush=True)
         if args.json:
             args.json.write_text(json.dumps(result, indent=2))
     finally:

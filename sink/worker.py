@@ -333,8 +333,13 @@ class GroupWorker:
 
     async def _handle(self, tp: TopicPartition, records: list[KafkaRecord]) -> None:
         writer = self.writers.get(tp)
-        if writer is None or tp in self._paused_until:
-            return  # not ours (any more), or backing off: consumed again from the checkpoint
+        if writer is None:
+            return  # not ours (any more)
+        if tp in self._paused_until:
+            # Backing off (aiokafka returns nothing for a paused partition, but should a
+            # prefetched batch slip through, fetch it again later rather than skip it).
+            self.consumer.seek(tp, writer.last_offset + 1)
+            return
         if records[0].offset <= writer.last_offset:
             records = [r for r in records if r.offset > writer.last_offset]
             if not records:

@@ -75,3 +75,15 @@ def test_help_names_every_env_var(parser: SettingsParser) -> None:
     text = parser.parser.format_help()
     for env in ("FOOTFALL_BROKERS", "FOOTFALL_DEMO_PORT", "FOOTFALL_DEMO_GROUPS", "FOOTFALL_DEMO_ACCESS_LOG"):
         assert env in text
+
+
+class Needs(msgspec.Struct, frozen=True, kw_only=True):
+    record_directory: Annotated[str, msgspec.Meta(description="where")]
+
+
+def test_missing_required_flag_is_named() -> None:
+    parser = SettingsParser(Needs, prog="n", description="n", env_prefix="FOOTFALL_N_")
+    with pytest.raises(ConfigError) as info:
+        parser.parse([], {})
+    assert str(info.value) == "--record-directory (env FOOTFALL_N_RECORD_DIRECTORY) is required"
+    assert parser.parse([], {"FOOTFALL_N_RECORD_DIRECTORY": "/x"}).record_directory == "/x"

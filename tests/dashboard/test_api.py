@@ -166,6 +166,9 @@ BAD = [
     ("/api/v1/summary", {"from": "1"}, "unknown parameter 'from'"),
     ("/api/v1/activity-types", {"from": "1' OR '1'='1"}, "from: expected epoch milliseconds"),
     ("/api/v1/unique-users", {"type": "visit' UNION SELECT 1 --"}, "type: expected one of"),
+    ("/api/v1/timeseries", {"from": "²"}, "from: expected epoch milliseconds"),  # "²".isdigit() is True
+    ("/api/v1/top-pois", {"limit": "١٢"}, "limit: expected an integer from 1 to 100"),  # non-ASCII digits
+    ("/api/v1/geo", {"to": "9" * 400}, "to: expected epoch milliseconds"),
 ]
 
 

@@ -358,3 +358,43 @@ def test_distinct_users_stay_exact_with_out_of_order_and_dropped_visits(tmp_path
         dropped.unlink()  # a file disappears: pair links are rebuilt without it
         store.refresh()
         check(store, first + third)
+
+
+def test_queries_run_safely_while_a_refresh_folds(tmp_path: Path, seed: int) -> None:
+    import threading
+
+    base = make_records(tmp_path / "records", seed, users=3, days=2)
+    more, _ = generate(seed + 3, 6, 2, START)
+    errors: list[BaseException] = []
+    seen: dict[int, list[int]] = {}
+    done = threading.Event()
+    with RollupStore(base, base / "_footfall" / "dashboard.duckdb", TOPICS) as store:
+        store.refresh()
+
+        def reader() -> None:
+            mine = seen.setdefault(threading.get_ident(), [])
+            try:
+                while not done.is_set():
+                    mine.append(store.summary()["reports"]["visit"])
+                    store.top_pois(EVERYTHING, "users", 5)
+                    store.geo(EVERYTHING, 5)
+            except BaseException as exc:
+                errors.append(exc)
+
+        readers = [threading.Thread(target=reader) for _ in range(3)]
+        for t in readers:
+            t.start()
+        try:
+            for i in range(0, len(more), 40):
+                path = segment_path(base, "visit", LANDED, 5, i)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(b"".join(encode_report(v) + b"\n" for v in more[i : i + 40]))
+                store.refresh()
+        finally:
+            done.set()
+            for t in readers:
+                t.join()
+        assert errors == []
+        for totals in seen.values():
+            assert totals == sorted(totals), "a reader saw the total go backwards"
+        assert _positive(views(store)) == _positive(expected_views(base))

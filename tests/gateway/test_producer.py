@@ -123,3 +123,43 @@ async def test_per_report_reference_mode(broker: str, topic_factory: Any, consum
     finally:
         await producer.stop(5)
     assert len(await consume(topic, 12)) == 12
+
+
+async def test_deadline_resolves_requests_and_closes_the_batch(own_broker: Any) -> None:
+    import os
+    import signal
+    import time
+
+    from footfall.kafka import ensure_topics
+    from gateway.errors import ProduceTimeoutError
+
+    await ensure_topics(own_broker.bootstrap, ["v", "a"], 4, 1)
+    settings = GatewaySettings(
+        brokers=own_broker.bootstrap,
+        visit_topic="v",
+        activity_topic="a",
+        produce_timeout_ms=500,
+        request_timeout_ms=1500,
+    )
+    producer = BatchingProducer(settings, GatewayMetrics(), idempotence=False)
+    await producer.start()
+    try:
+        assert (await asyncio.gather(*await producer.submit("v", records_for(1), HEADERS, 1))) == [None]
+        os.kill(own_broker.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            first = await producer.submit("v", records_for(1), HEADERS, 1)
+            (error,) = await asyncio.gather(*first)
+            assert isinstance(error, ProduceTimeoutError)
+            assert time.monotonic() - started < 1.0
+            second = await producer.submit("v", records_for(1), HEADERS, 1)
+            assert second[0] is not first[0]  # a timed-out batch takes no more records
+            assert producer.inflight_bytes > 0  # still accounted: aiokafka has not settled it
+        finally:
+            os.kill(own_broker.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 20
+        while producer.inflight_bytes and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert producer.inflight_bytes == 0
+    finally:
+        await producer.stop(5)

@@ -60,9 +60,7 @@ def test_idle_flush_lands_records_within_the_flush_interval(broker: str, record_
 
         def checkpointed() -> int:
             # The checkpoint is written after the fsync: it proves the records are durable.
-            return sum(
-                (c.offset + 1) if (c := store.load(topic, p)) is not None else 0 for p in range(2)
-            )
+            return sum((c.offset + 1) if (c := store.load(topic, p)) is not None else 0 for p in range(2))
 
         wait_for(lambda: checkpointed() >= len(records), 5, "the checkpoint to cover every record")
         elapsed = time.monotonic() - acked
@@ -160,9 +158,7 @@ def test_disk_full_parks_on_retry_topic_and_lands_later(broker: str, tiny_fs: Pa
         assert compare([v for _, v in before], landed(record_dir, topic)) == (0, 0, 0)
         for path in tiny_fs.glob("ballast*"):
             path.unlink()  # writing works again
-        wait_for(
-            lambda: sum(landed(record_dir, topic).values()) >= len(before) + len(during), 30, "the parked records"
-        )
+        wait_for(lambda: sum(landed(record_dir, topic).values()) >= len(before) + len(during), 30, "the parked records")
         wait_for(lambda: sink.metric("footfall_sink_retry_landed_records_total", topic=topic) >= len(during), 10, "m")
         assert sink.terminate() == 0
     all_values = [v for _, v in before + during]
