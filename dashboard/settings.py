@@ -42,9 +42,7 @@ class DashboardSettings(msgspec.Struct, frozen=True, kw_only=True):
     duckdb_memory_limit: Annotated[
         str, Meta(pattern=r"^\d+(\.\d+)?\s*[KMGT]i?B$", description="DuckDB memory limit, e.g. 1GB")
     ] = "1GB"
-    log_level: Annotated[
-        Literal["debug", "info", "warning", "error"], Meta(description="log level", extra={"env": "FOOTFALL_LOG_LEVEL"})
-    ] = "info"
+    log_level: Annotated[Literal["debug", "info", "warning", "error"], Meta(description="log level")] = "info"
     shutdown_timeout: Annotated[
         float, Meta(gt=0, description="seconds to finish in-flight requests on SIGTERM/SIGINT")
     ] = 10.0

@@ -8,8 +8,10 @@ Hierarchy::
     ├── PayloadTooLargeError     413 body too large, compressed or decompressed (or expands too much)
     ├── UnsupportedMediaError    415 Content-Type or Content-Encoding not supported
     ├── ReportValidationError    422 well-formed JSON that breaks the report schema
-    └── UnavailableError         503 retriable: broker down, produce timed out, or in-flight cap reached
+    └── UnavailableError         503 retriable (code ``unavailable``: starting or stopping)
         ├── SaturatedError       the worker's in-flight byte cap is reached
+        ├── BrokerDownError      the broker probe fails: Kafka is unreachable
+        ├── ProduceFailedError   Kafka failed the batch holding the reports
         └── ProduceTimeoutError  the broker did not acknowledge within --produce-timeout-ms
 
 Client faults (4xx) are never retriable; ``retriable`` is True only for 503s.
@@ -23,9 +25,11 @@ import msgspec
 
 __all__ = [
     "BadRequestError",
+    "BrokerDownError",
     "FieldError",
     "GatewayError",
     "PayloadTooLargeError",
+    "ProduceFailedError",
     "ProduceTimeoutError",
     "ReportValidationError",
     "SaturatedError",
@@ -99,3 +103,11 @@ class SaturatedError(UnavailableError):
 
 class ProduceTimeoutError(UnavailableError):
     code = "produce_timeout"
+
+
+class BrokerDownError(UnavailableError):
+    code = "broker_unreachable"
+
+
+class ProduceFailedError(UnavailableError):
+    code = "produce_failed"

@@ -32,7 +32,7 @@ class ErrorBody(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
     error: str
     """Machine-readable kind: bad_request, unauthorized, payload_too_large, unsupported_media_type,
-    invalid_reports, unavailable, saturated, produce_timeout, not_found, ..."""
+    invalid_reports, unavailable, saturated, broker_unreachable, produce_failed, produce_timeout, not_found, ..."""
     message: str
     """Human-readable explanation."""
     request_id: str | None = None

@@ -257,6 +257,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--targets", default="bare,gateway,per-report")
     parser.add_argument("--no-rate", action="store_true", help="skip the 80%% rate-limited run")
     parser.add_argument("--gateway-args", default="", help="extra flags for both gateway targets")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=FLAGS",
+        help="another gateway target with extra flags, e.g. 'c2=--connections 2' (repeatable)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--keep-logs", action="store_true", help="keep the targets' and broker's logs")
     args = parser.parse_args(argv)
@@ -291,7 +298,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "gateway": Target("gateway", gateway, 0),
             "per-report": Target("per-report", [*gateway, "--produce-mode", "per-report"], 0),
         }
+        for variant in args.variant:
+            name, _, extra = variant.partition("=")
+            all_targets[name] = Target(name, [*gateway, *extra.split()], 0)
         targets = [all_targets[name] for name in args.targets.split(",")]
+        targets += [all_targets[v.partition("=")[0]] for v in args.variant]
         for t in targets:
             t.port = free_port()
             t.argv += ["--port", str(t.port)]
@@ -350,6 +361,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         ratio = summary["targets"]["gateway"]["requests_per_s"] / summary["targets"]["per-report"]["requests_per_s"]
         summary["gateway_over_per_report"] = ratio
         print(f"\ngateway / per-report: {ratio:.2f}x")
+    # Per-repeat ratios (targets run back to back): less exposed to the machine's load drifting.
+    for other in ("bare", "per-report"):
+        if "gateway" in summary["targets"] and other in summary["targets"]:
+            pairs = [
+                g.requests_per_s / o.requests_per_s
+                for g, o in zip(all_targets["gateway"].runs, all_targets[other].runs, strict=True)
+            ]
+            summary[f"gateway_over_{other}_per_repeat"] = pairs
+            print(
+                f"gateway / {other} per repeat: {', '.join(f'{r:.2f}' for r in pairs)} "
+                f"(median {statistics.median(pairs):.2f}x)"
+            )
+    # CPU-bound capacity of the two cores: 2 s of CPU per second / (server + broker CPU per request).
+    for name, row in summary["targets"].items():
+        row["cpu_capacity_req_per_s"] = 2e6 / (row["server_us_per_request"] + row["broker_us_per_request"])
+        print(f"{name}: CPU capacity of 2 cores ~{row['cpu_capacity_req_per_s']:.0f} req/s (wrk's own CPU excluded)")
     if at_80 is not None:
         summary["gateway_at_80_percent"] = asdict(at_80)
     if args.json:

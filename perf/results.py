@@ -185,6 +185,18 @@ def _n(value: Any, digits: int = 0) -> str:
     return str(value)
 
 
+def _phase_order(name: str) -> tuple[int, float, str]:
+    """max, then the fixed rates by percentage, then the rest (per_report)."""
+    if name == "max":
+        return (0, 0.0, name)
+    if name.startswith("rate"):
+        try:
+            return (1, float(name[4:]), name)
+        except ValueError:
+            pass
+    return (2, 0.0, name)
+
+
 def _revision(revision: Mapping[str, Any] | None) -> str:
     if not revision or not revision.get("commit"):
         return "unknown revision"
@@ -213,17 +225,18 @@ def markdown(content: Mapping[str, Any]) -> str:
         f"clients, {s['gateway_workers']} gateway workers, {s['sink_workers']} sink workers, "
         f"{s['partitions']} partitions, embedded broker (Tansu, memory storage)",
         "",
-        "| phase | offered req/s | req/s | reports/s | landed/s | latency p50 / p99 / p99.9 ms | e2e p50 / p99 ms "
-        "| CPU s per 1k reports gw / sink / broker / bench | peak RSS MB gw / sink / broker / bench |",
+        "| phase | offered req/s | req/s | reports/s | landed/s | latency p50 / p99 / p99.9 ms "
+        "| e2e p50 / p99 ms (≤ 1 s) | CPU s per 1k reports gw / sink / broker / bench "
+        "| peak RSS MB gw / sink / broker / bench |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, p in summary["phases"].items():
+    for name, p in sorted(summary["phases"].items(), key=lambda kv: _phase_order(kv[0])):
         lines.append(
             f"| {name} | {_n(p.get('offered_requests_per_s'))} | {_n(p.get('requests_per_s'))} "
             f"| {_n(p.get('reports_per_s'))} | {_n(p.get('landed_per_s'))} "
             f"| {_n(p.get('latency_p50_ms'), 1)} / {_n(p.get('latency_p99_ms'), 1)} "
             f"/ {_n(p.get('latency_p999_ms'), 1)} "
-            f"| {_n(p.get('e2e_p50_ms'))} / {_n(p.get('e2e_p99_ms'))} "
+            f"| {_n(p.get('e2e_p50_ms'))} / {_n(p.get('e2e_p99_ms'))} ({_n(p.get('e2e_le_1s_pct'), 1)} %) "
             f"| {_roles(p.get('cpu_s_per_1k_reports'), 3)} | {_roles(p.get('peak_rss_mb'), 0)} |"
         )
     refs = summary.get("references") or {}

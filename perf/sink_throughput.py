@@ -8,14 +8,18 @@ Steps:
        using confluent_kafka's producer (C speed, so filling is not the bottleneck);
     2. reference: ``kcat -C -o beginning -e -f '%s\\n' > file`` (librdkafka 2.16 from the
        confluent-kafka wheel via LD_LIBRARY_PATH: Debian's kcat links 2.0.2, which cannot
-       talk to the embedded broker), timed from process start to exit;
+       talk to the embedded broker), timed from process start to exit; second reference:
+       one aiokafka ``getmany`` loop writing the values to a buffered file (the brief's
+       "≈ 0.45x of kcat" calibration), timed from client start;
     3. the sink with its default settings (``python -m sink``, fsync before commit, poison
        check on), timed until the checkpoints cover every record (i.e. every record is in
-       a fsynced, checkpointed file): from the first segment file's creation (steady
-       consume->file rate, excluding process start and the consumer group join, which
-       includes the broker's initial rebalance delay), and from process start;
-    4. repeat ``--runs`` times, alternating, and report rates and the ratio sink/kcat
-       (best run of each; these machines are noisy, the ratio is what to compare).
+       a fsynced, checkpointed file): from the first segment file's creation (excludes
+       process start and the consumer group join, which includes the broker's initial
+       rebalance delay), from process start, and "steady" between the checkpoints
+       covering 10 % and 90 % of the records (excludes a late second worker, too);
+    4. repeat ``--runs`` times, alternating, and report rates and the ratio sink/kcat:
+       best run of each, and the median of the per-run ratios (kcat and sink measured
+       back to back); these machines are noisy, the ratio is what to compare.
     5. optionally (``--latency-rate R``), produce at R records/s with ``ff-received-ms``
        set at send time while the sink runs, and report the sink's end-to-end latency
        percentiles (from its ``footfall_sink_e2e_latency_seconds`` histogram).
@@ -30,6 +34,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -135,6 +140,40 @@ def run_kcat(brokers: str, topic: str, records: int, tmp: Path) -> float:
     return elapsed
 
 
+async def _aiokafka_loop(brokers: str, topic: str, records: int, out: Path) -> float:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=brokers, enable_auto_commit=False, auto_offset_reset="earliest")
+    started = time.perf_counter()
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        if not parts:
+            await consumer.topics()
+            parts = consumer.partitions_for_topic(topic) or set()
+        consumer.assign([TopicPartition(topic, p) for p in parts])
+        seen = 0
+        with out.open("wb") as f:
+            while seen < records:
+                batch = await consumer.getmany(timeout_ms=500)
+                for msgs in batch.values():
+                    seen += len(msgs)
+                    f.write(b"\n".join([m.value for m in msgs]) + b"\n")
+        return time.perf_counter() - started
+    finally:
+        with contextlib.suppress(asyncio.CancelledError):  # aiokafka 0.14, group-less consumer
+            await consumer.stop()
+
+
+def run_aiokafka_loop(brokers: str, topic: str, records: int, tmp: Path) -> float:
+    """Second reference: one aiokafka ``getmany`` loop writing values to a buffered file
+    (no validation, no fsync, no commit): the Python-client floor the sink builds on."""
+    out = tmp / "aiokafka.out"
+    elapsed = asyncio.run(_aiokafka_loop(brokers, topic, records, out))
+    out.unlink()
+    return elapsed
+
+
 def _checkpointed(record_dir: Path, topic: str) -> int:
     total = 0
     for path in (record_dir / "_footfall" / "checkpoints" / topic).glob("*.json"):
@@ -188,12 +227,17 @@ def run_sink(brokers: str, topic: str, records: int, tmp: Path, extra: list[str]
     load = os.getloadavg()[0]
     started = time.perf_counter()
     proc, _port = start_sink(brokers, topic, record_dir, extra, log)
-    first = None
+    first = p10 = p90 = None
     try:
         while True:
             if first is None and next((record_dir / topic).glob("date=*/*.jsonl"), None) is not None:
                 first = time.perf_counter()
-            if _checkpointed(record_dir, topic) >= records:
+            landed = _checkpointed(record_dir, topic)
+            if p10 is None and landed >= records * 0.1:
+                p10 = time.perf_counter()
+            if p90 is None and landed >= records * 0.9:
+                p90 = time.perf_counter()
+            if landed >= records:
                 break
             if proc.poll() is not None:
                 raise RuntimeError("the sink exited early")
@@ -209,6 +253,8 @@ def run_sink(brokers: str, topic: str, records: int, tmp: Path, extra: list[str]
     return {
         "total_s": done - started,
         "from_first_file_s": done - (first or started),
+        # steady state: 80 % of the records, between the checkpoints covering 10 % and 90 %
+        "steady_msgs_per_s": records * 0.8 / ((p90 or done) - (p10 or started)),
         "assignments": assignments,
         "loadavg_1m": load,
     }
@@ -282,16 +328,20 @@ def main(argv: list[str] | None = None) -> int:
             f"in {time.perf_counter() - t0:.1f}s",
             flush=True,
         )
-        kcat_runs, sink_runs = [], []
+        kcat_runs, loop_runs, sink_runs = [], [], []
         for run in range(args.runs):
             k = run_kcat(brokers, topic, args.records, tmp)
             kcat_runs.append(k)
             print(f"run {run}: kcat {args.records / k:,.0f} msg/s ({value_bytes / k / 1e6:.0f} MB/s)", flush=True)
+            a = run_aiokafka_loop(brokers, topic, args.records, tmp)
+            loop_runs.append(a)
+            print(f"run {run}: aiokafka getmany loop {args.records / a:,.0f} msg/s (ratio {k / a:.2f})", flush=True)
             s = run_sink(brokers, topic, args.records, tmp, args.sink_arg)
             sink_runs.append(s)
             print(
                 f"run {run}: sink {args.records / s['from_first_file_s']:,.0f} msg/s from first file "
-                f"({args.records / s['total_s']:,.0f} msg/s from process start); "
+                f"({args.records / s['total_s']:,.0f} msg/s from process start; "
+                f"{s['steady_msgs_per_s']:,.0f} msg/s steady, 10%->90%); "
                 f"ratio {k / s['from_first_file_s']:.2f}; "
                 f"{s['assignments']:.0f} assignment callbacks; load avg {s['loadavg_1m']:.1f}",
                 flush=True,
@@ -309,13 +359,29 @@ def main(argv: list[str] | None = None) -> int:
             "ratio_steady": best_k / best_s,
             "ratio_from_start": best_k / best_total,
             "ratio_per_run": [k / s["from_first_file_s"] for k, s in zip(kcat_runs, sink_runs, strict=True)],
+            "ratio_steady_per_run": [
+                s["steady_msgs_per_s"] / (args.records / k) for k, s in zip(kcat_runs, sink_runs, strict=True)
+            ],
             "kcat_runs_s": kcat_runs,
+            "aiokafka_loop_runs_s": loop_runs,
+            "aiokafka_loop_ratio_per_run": [k / a for k, a in zip(kcat_runs, loop_runs, strict=True)],
+            "sink_vs_aiokafka_loop_per_run": [
+                a / s["from_first_file_s"] for a, s in zip(loop_runs, sink_runs, strict=True)
+            ],
             "sink_runs": sink_runs,
             "sink_args": args.sink_arg,
         }
+        result["ratio_median_per_run"] = statistics.median(result["ratio_per_run"])
+        result["aiokafka_loop_ratio_median"] = statistics.median(result["aiokafka_loop_ratio_per_run"])
+        result["sink_vs_aiokafka_loop_median"] = statistics.median(result["sink_vs_aiokafka_loop_per_run"])
+        result["ratio_steady_median_per_run"] = statistics.median(result["ratio_steady_per_run"])
         print(
-            f"ratio sink/kcat: {result['ratio_steady']:.2f} (from first file), "
-            f"{result['ratio_from_start']:.2f} (from process start)",
+            f"ratio sink/kcat, best runs: {result['ratio_steady']:.2f} (from first file), "
+            f"{result['ratio_from_start']:.2f} (from process start); median of per-run ratios: "
+            f"{result['ratio_median_per_run']:.2f} (from first file), "
+            f"{result['ratio_steady_median_per_run']:.2f} (steady 10%->90%); aiokafka loop/kcat "
+            f"{result['aiokafka_loop_ratio_median']:.2f}; "
+            f"sink/aiokafka loop {result['sink_vs_aiokafka_loop_median']:.2f}",
             flush=True,
         )
         result["latency"] = []

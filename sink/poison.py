@@ -5,8 +5,12 @@ A value lands only if it is exactly one report of the type its ``ff-type`` heade
 typed msgspec Struct and contains no newline (one value per line). Everything else is
 poison: it goes to ``<topic>.dlq`` and never blocks the partition.
 
-Fast path: a whole batch of one type is validated with one msgspec call over
-``[v1,v2,...]``; only when that fails are values decoded one by one to find the bad ones.
+Fast path: for a batch whose records all have one type, the header lookup is one set
+comprehension, the newline check one ``count`` over the joined lines (which are then
+written as they are), and each value one call of the typed msgspec decoder (~0.4 µs;
+decoding the batch as one JSON array measured the same, and validating each value on
+its own leaves no room for values that are only valid when joined). Only when something
+fails are the records examined one by one to name the bad ones and their errors.
 """
 
 from __future__ import annotations
@@ -22,9 +26,9 @@ from sink.consumer import KafkaRecord
 
 __all__ = ["CheckResult", "PoisonCheck", "type_of_topic"]
 
-_LIST_DECODERS: Final[dict[ReportType, msgspec.json.Decoder[Any]]] = {
-    ReportType.VISIT: msgspec.json.Decoder(list[Visit]),
-    ReportType.ACTIVITY: msgspec.json.Decoder(list[Activity]),
+_DECODERS: Final[dict[ReportType, msgspec.json.Decoder[Any]]] = {
+    ReportType.VISIT: msgspec.json.Decoder(Visit),
+    ReportType.ACTIVITY: msgspec.json.Decoder(Activity),
 }
 _TYPES_BY_HEADER: Final = {t.value.encode(): t for t in ReportType}
 
@@ -61,27 +65,39 @@ class PoisonCheck:
         self.default_type = type_of_topic(topic)
 
     def check(self, records: Sequence[KafkaRecord]) -> CheckResult:
-        """Split ``records`` into good and poison; cost ~1 µs per record on the fast path."""
+        """Split ``records`` into good and poison; about 0.5 µs per record on the fast path."""
         values = [r.value for r in records]
-        # The gateway writes ff-type first; the generator expression keeps the common case
-        # free of a Python function call per record.
-        kinds = {h[0][1] if h and h[0][0] == HEADER_TYPE else _header_type(h) for h in [r.headers for r in records]}
+        kinds = self._kinds(records)
         if len(kinds) == 1 and None not in values:
             (kind,) = kinds
             rtype = self.default_type if kind is None else _TYPES_BY_HEADER.get(kind)
             if rtype is not None:
                 lines = b"\n".join(values)  # type: ignore[arg-type]
                 if lines.count(b"\n") == len(values) - 1:
+                    decode = _DECODERS[rtype].decode
                     try:
-                        joined = b",".join(values)  # type: ignore[arg-type]
-                        decoded: list[Visit] | list[Activity] | None = _LIST_DECODERS[rtype].decode(
-                            b"[" + joined + b"]"
-                        )
+                        for value in values:
+                            decode(value)  # type: ignore[arg-type]
                     except (msgspec.DecodeError, ValueError):
-                        decoded = None
-                    if decoded is not None and len(decoded) == len(values):
+                        pass
+                    else:
                         return CheckResult(list(records), [], lines + b"\n")
         return self._one_by_one(records)
+
+    @staticmethod
+    def _kinds(records: Sequence[KafkaRecord]) -> set[bytes | None]:
+        """The distinct ``ff-type`` values of a batch (None: no header)."""
+        try:
+            # The gateway writes ff-type first: a set of identical first headers is the
+            # common case, and costs one hash of a cached-hash pair per record.
+            firsts = {r.headers[0] for r in records}
+        except IndexError:  # a record without headers
+            firsts = set()
+        if len(firsts) == 1:
+            ((key, kind),) = firsts
+            if key == HEADER_TYPE:
+                return {kind}
+        return {_header_type(r.headers) for r in records}
 
     def _one_by_one(self, records: Sequence[KafkaRecord]) -> CheckResult:
         good: list[KafkaRecord] = []

@@ -97,10 +97,17 @@ class _PartitionLock:
         self._fd: int | None = None
 
     def try_acquire(self) -> bool:
+        """Take the lock if free. Raises SegmentWriteError if the lock file cannot be opened."""
         if self._fd is not None:
             return True
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            try:  # a read-only record directory: an existing lock file still locks
+                fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                raise SegmentWriteError(f"cannot open lock file {self.path}: {exc.strerror}", exc.errno) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -219,7 +226,22 @@ class GroupWorker:
     async def _recover(self, tp: TopicPartition) -> Checkpoint:
         lock = _PartitionLock(self.root, tp.topic, tp.partition)
         deadline = time.monotonic() + self.settings.session_timeout * 3 + 5
-        while not lock.try_acquire():
+        delay = 0.1
+        while True:
+            try:
+                if lock.try_acquire():
+                    break
+            except SegmentWriteError as exc:
+                # The disk refuses even the lock file: wait (nothing is consumed meanwhile).
+                errno_name = errno_mod.errorcode.get(exc.errno or 0, "unknown")
+                self.metrics.write_errors.labels(tp.topic.removesuffix(RETRY_SUFFIX), errno_name).inc()
+                log.warning("cannot open partition lock; retrying", extra={"tp": _tp_name(tp), "error": str(exc)})
+                if self.stop_event.is_set():
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _MAX_BACKOFF)
+                deadline = time.monotonic() + self.settings.session_timeout * 3 + 5
+                continue
             # Another process on this machine still holds the partition (a slow revoke).
             if time.monotonic() > deadline:
                 raise RecoveryError(f"{_tp_name(tp)}: another process holds {lock.path}; giving up")

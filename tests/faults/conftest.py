@@ -43,9 +43,3 @@ def faults(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Scenario]
         if failed is not None and failed.failed:
             print(scenario.diagnostics())
         scenario.close()
-
-
-def require_root() -> None:
-    """Skip (with the reason) unless this process may mount file systems."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root: mounts a tmpfs / read-only bind mount as the sink's record directory")

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from stack.processes import Stack
 
@@ -252,6 +253,12 @@ def run_verify(run_json: Path, record_directory: Path, timeout: float = 120.0) -
 
 def _run(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(argv), capture_output=True, text=True, check=False, timeout=30)
+
+
+def require_root() -> None:
+    """Skip (with the reason) unless this process may mount file systems."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: mounts a tmpfs, a read-only bind mount or a FUSE file system as the record directory")
 
 
 def mount_tmpfs(path: Path, size: str) -> None:

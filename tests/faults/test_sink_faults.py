@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from stack.processes import Stack, metric_total
-from tests.faults.conftest import require_root
 from tests.faults.harness import (
     Scenario,
     alive,
@@ -30,6 +29,7 @@ from tests.faults.harness import (
     group_pids,
     mount_tmpfs,
     mounted,
+    require_root,
     subprocess_env,
     unmount_all,
     wait_for,

@@ -7,6 +7,7 @@ import contextlib
 import gzip
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from footfall.generator import DEFAULT_START_DATE, day_start_ms, original_activities, original_visits, user_id
 from gateway.app import create_app
-from gateway.errors import ProduceTimeoutError, SaturatedError, UnavailableError
+from gateway.errors import BrokerDownError, ProduceTimeoutError, SaturatedError
 from gateway.metrics import GatewayMetrics
 from gateway.producer import Delivery, Headers, Record
 from gateway.settings import GatewaySettings
@@ -86,7 +87,7 @@ class FakeProducer:
         if self.mode == "saturated":
             raise SaturatedError("cap reached")
         if self.mode == "down":
-            raise UnavailableError("Kafka is unreachable")
+            raise BrokerDownError("Kafka is unreachable")
         self.submissions.append(Submission(topic, list(records), headers, timestamp_ms))
         fut: Delivery = asyncio.get_running_loop().create_future()
         if self.mode == "ack":
@@ -169,16 +170,20 @@ class GatewayProcess:
             time.sleep(0.05)
 
     def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait; the log and metrics directory are removed after a clean exit (kept otherwise)."""
         if self.proc is None:
             return 0
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                return self.proc.wait(timeout)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
                 raise
+        if self.proc.returncode == 0:
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+            self.log.unlink(missing_ok=True)
         return self.proc.returncode
 
 

@@ -133,7 +133,12 @@ async def test_post_init_rule_names_its_field(fake_app: Any) -> None:
 
 @pytest.mark.parametrize(
     ("mode", "error"),
-    [("saturated", "saturated"), ("down", "unavailable"), ("fail", "unavailable"), ("hang", "produce_timeout")],
+    [
+        ("saturated", "saturated"),
+        ("down", "broker_unreachable"),
+        ("fail", "produce_failed"),
+        ("hang", "produce_timeout"),
+    ],
 )
 async def test_503_with_retry_after(fake_app: Any, mode: str, error: str) -> None:
     app, producer = fake_app(mode, retry_after=3)
@@ -246,3 +251,30 @@ async def test_503_lines_carry_the_request_id(fake_app: Any, caplog: pytest.LogC
     with caplog.at_level("INFO", logger="gateway.app"):
         await post(app, "/api/visit/v1", body, {**JSON_GZIP, "X-Request-ID": "rid-43"})
     assert any(getattr(r, "request_id", None) == "rid-43" and r.status == 503 for r in caplog.records)  # type: ignore[attr-defined]
+
+
+async def test_worker_survives_a_broker_down_at_start(fake_app: Any) -> None:
+    import asyncio
+    import time
+
+    from footfall.errors import BrokerUnavailableError
+    from gateway.app import _after_stop, _before_start
+
+    app, producer = fake_app()
+    attempts = []
+
+    async def flaky_start() -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise BrokerUnavailableError("down at start")
+        producer.started = True
+
+    producer.start = flaky_start  # type: ignore[method-assign]
+    await _before_start(app)
+    assert app.ctx.producer is None  # serving 503 / not ready meanwhile, not crashed
+    deadline = time.monotonic() + 5
+    while app.ctx.producer is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert app.ctx.producer is producer and len(attempts) == 2
+    await _after_stop(app)
+    assert producer.stopped

@@ -189,6 +189,7 @@ def test_idempotence_on_is_refused_on_the_embedded_broker(broker: str) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "gateway", *gw.args], env=gw.env, capture_output=True, text=True, timeout=60, check=False
     )
+    gw.metrics_dir.rmdir()  # never started: nothing in it
     assert proc.returncode == 2
     assert "--idempotence" in proc.stderr.strip().splitlines()[-1]
 

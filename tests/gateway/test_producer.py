@@ -151,7 +151,7 @@ async def test_deadline_resolves_requests_and_closes_the_batch(own_broker: Any) 
             first = await producer.submit("v", records_for(1), HEADERS, 1)
             (error,) = await asyncio.gather(*first)
             assert isinstance(error, ProduceTimeoutError)
-            assert time.monotonic() - started < 1.0
+            assert time.monotonic() - started < 2.0  # 0.5 s deadline; slack for a loaded machine
             second = await producer.submit("v", records_for(1), HEADERS, 1)
             assert second[0] is not first[0]  # a timed-out batch takes no more records
             assert producer.inflight_bytes > 0  # still accounted: aiokafka has not settled it

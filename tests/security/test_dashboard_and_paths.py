@@ -142,6 +142,20 @@ def test_dashboard_query_parameters_are_never_sql(dashboard: Dashboard) -> None:
     assert dashboard.get("/api/v1/summary").status == 200
 
 
+def test_dashboard_nasty_parameter_values_get_a_4xx(dashboard: Dashboard) -> None:
+    """Every parameter with every value of a fixed list of nasty ones (the fuzz test's seeds, made certain)."""
+    failures = []
+    for endpoint in ("/api/v1/timeseries", "/api/v1/top-pois", "/api/v1/geo"):
+        for name in _PARAMS:
+            for value in _NASTY:
+                query = urllib.parse.urlencode([(name, value)])
+                response = dashboard.get(f"{endpoint}?{query}")
+                if response.status >= 500:
+                    failures.append(f"{endpoint}?{query} -> {response.status}")
+    assert not failures, f"{len(failures)} server errors, e.g. {failures[:5]}"
+    assert dashboard.get("/api/v1/summary").status == 200
+
+
 @pytest.mark.parametrize(
     ("role", "args"),
     [

@@ -133,6 +133,7 @@ class _Hostile:
 def test_slow_and_idle_clients_do_not_starve_honest_ones(gateway: Target) -> None:
     """2000 idle connections and 200 trickling clients held open; honest POSTs still answered 200, promptly."""
     baseline = _honest_latencies(gateway, 2.0)
+    pids = gateway.pids()
     rss_before = gateway.rss()
     hostile = _Hostile(gateway.port)
     try:
@@ -153,6 +154,7 @@ def test_slow_and_idle_clients_do_not_starve_honest_ones(gateway: Target) -> Non
     p95 = statistics.quantiles(during, n=20)[-1]
     assert p95 < 1.0, f"honest requests: p95 {p95:.2f}s while hostile clients held connections"
     assert worst < 5.0, f"an honest request took {worst:.2f}s while hostile clients held connections"
+    assert gateway.pids() == pids, "a gateway worker died while hostile clients held connections"
     per_connection = (rss_during - rss_before) / 2200
     assert per_connection < 64 * 1024, f"{per_connection:.0f} bytes of gateway memory per idle connection"
 

@@ -219,3 +219,35 @@ def test_metrics_port_in_use_is_a_clear_error(broker: str, record_dir: Path) -> 
         result = subprocess.run(sink.args, env=sink.env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert f"error: --metrics-port: cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_crash_while_parked_still_lands_once(broker: str, tiny_fs: Path) -> None:
+    """Parked on the retry topic, then kill -9 before any checkpoint could be written: after
+    the restart the source lands the records itself and the lander skips the parked copies."""
+    topic = _topic(broker, partitions=2)
+    before = make_records(31, 5)
+    during = make_records(32, 10)
+    record_dir = tiny_fs / "records"
+    extra = ["--write-retry-timeout", "1"]
+    with SinkProcess(broker, [f"crashpark:{topic}"], record_dir, extra=extra) as sink:
+        sink.wait_ready()
+        asyncio.run(produce(broker, topic, before))
+        wait_for(lambda: sink.metric("footfall_sink_records_written_total", topic=topic) == len(before), 20, "first")
+        _fill(tiny_fs)
+        asyncio.run(produce(broker, topic, during))
+        wait_for(
+            lambda: sink.metric("footfall_sink_retry_parked_records_total", topic=topic) >= len(during), 30, "parking"
+        )
+        sink.kill()  # the checkpoints still say "before" only: the disk is full
+    for path in tiny_fs.glob("ballast*"):
+        path.unlink()
+    with SinkProcess(broker, [f"crashpark:{topic}"], record_dir, extra=extra) as sink:
+        sink.wait_ready()
+        wait_for(lambda: sum(landed(record_dir, topic).values()) >= len(before) + len(during), 30, "all records")
+        wait_for(
+            lambda: sink.metric("footfall_sink_retry_skipped_records_total", topic=topic) >= len(during),
+            20,
+            "the lander to skip the parked copies",
+        )
+        assert sink.terminate() == 0
+    assert compare([v for _, v in before + during], landed(record_dir, topic)) == (0, 0, 0)
