@@ -53,7 +53,7 @@ class ReportType(enum.StrEnum):
     ACTIVITY = "activity"
 
 
-class Visit(msgspec.Struct, frozen=True, forbid_unknown_fields=False, omit_defaults=False):
+class Visit(msgspec.Struct, frozen=True, forbid_unknown_fields=False, omit_defaults=False, gc=False):
     """A stay at a point of interest: ``exitTime >= enterTime``."""
 
     dataVer: SmallInt
@@ -75,7 +75,7 @@ class Visit(msgspec.Struct, frozen=True, forbid_unknown_fields=False, omit_defau
         return self.enterTime
 
 
-class Activity(msgspec.Struct, frozen=True, forbid_unknown_fields=False, omit_defaults=False):
+class Activity(msgspec.Struct, frozen=True, forbid_unknown_fields=False, omit_defaults=False, gc=False):
     """A movement between two places: ``endTime >= startTime``."""
 
     dataVer: SmallInt

@@ -334,8 +334,8 @@ class _BaseProducer:
             raise UnavailableError("the gateway is shutting down")
         if not self._probe_ok:
             raise BrokerDownError("Kafka is unreachable; retry later")
-        per_record = _RECORD_OVERHEAD + sum(len(k) + len(v) for k, v in headers)
-        size = sum(len(r.key) + len(r.value) for r in records) + per_record * len(records)
+        per_record = _RECORD_OVERHEAD + sum([len(k) + len(v) for k, v in headers])
+        size = sum([len(key) + len(value) for key, value in records]) + per_record * len(records)
         if self._inflight and self._inflight + size > self._cap:
             self._last_shed = time.monotonic()
             raise SaturatedError(f"{self._inflight} bytes await the broker's ack (cap {self._cap}); retry later")
@@ -376,43 +376,44 @@ class BatchingProducer(_BaseProducer):
 
         Synchronous in effect (never awaits), so a request is queued whole or not at all.
         """
-        self._admit(records, headers)
+        size = self._admit(records, headers)
         partitions = self._partitions(topic)
         cache = self._partition_cache.get(topic)
         if cache is None or cache[0] != partitions or len(cache[1]) > _PARTITION_CACHE_SIZE:
             cache = self._partition_cache[topic] = (partitions, {})
         known = cache[1]
-        per_record = _RECORD_OVERHEAD + sum(len(k) + len(v) for k, v in headers)
+        per_record = _RECORD_OVERHEAD + sum([len(k) + len(v) for k, v in headers])
         deliveries: list[Delivery] = []
         last_key = b""
         partition = -1
-        added = 0
+        batch: _Batch  # set with the first key (partition starts at -1)
+        joined: _Batch | None = None
+        # Per record only what must be per record; the partition, its state and the open batch's
+        # append are looked up again only when the key changes (a request is usually one user).
         for key, value in records:
             if key != last_key:  # murmur2 (~4 us in Python) once per user, not per report or request
+                last_key = key
                 cached = known.get(key)
                 if cached is None:
                     cached = known[key] = partition_for(key, partitions)
-                partition = cached
-                last_key = key
-            tp = (topic, partition)
-            state = self._tps.get(tp)
-            if state is None:
-                state = self._tps[tp] = _Partition()
-            batch = state.batch
-            if (
-                batch is None
-                or batch.builder.append(timestamp=timestamp_ms, key=key, value=value, headers=headers) is None
-            ):
-                batch = self._open(tp, state)
-                # The first record always fits (a builder takes one record of any size).
+                if cached != partition:
+                    partition = cached
+                    tp = (topic, partition)
+                    state = self._tps.get(tp)
+                    if state is None:
+                        state = self._tps[tp] = _Partition()
+                    batch = state.batch or self._open(tp, state)
+            if batch.builder.append(timestamp=timestamp_ms, key=key, value=value, headers=headers) is None:
+                # Full (or closed by its deadline): the next batch; its first record always fits.
+                batch = self._open((topic, partition), self._tps[topic, partition])
                 batch.builder.append(timestamp=timestamp_ms, key=key, value=value, headers=headers)
-            nbytes = len(key) + len(value) + per_record
-            batch.nbytes += nbytes
+            if batch is not joined:  # wait only on batches holding our records: one per partition, mostly
+                joined = batch
+                if batch.future not in deliveries:
+                    deliveries.append(batch.future)
+            batch.nbytes += len(key) + len(value) + per_record
             batch.records += 1
-            added += nbytes
-            if batch.future not in deliveries:  # a handful at most: one per partition and batch
-                deliveries.append(batch.future)
-        self._inflight += added
+        self._inflight += size
         self._metrics.inflight_bytes.set(self._inflight)
         return deliveries
 

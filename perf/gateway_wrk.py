@@ -91,6 +91,8 @@ class Target:
     argv: list[str]
     port: int
     proc: subprocess.Popen[bytes] | None = None
+    #: PYTHONPATH of the target (default: this checkout); a snapshot of older code for before/after runs.
+    root: Path = ROOT
     runs: list[Run] = field(default_factory=list)
 
     @property
@@ -150,11 +152,11 @@ def _wait_ready(target: Target, timeout: float = 60.0) -> None:
 
 @contextlib.contextmanager
 def _running(targets: Sequence[Target], log_dir: Path) -> Iterator[None]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     try:
         for t in targets:
+            env = {**os.environ, "PYTHONPATH": str(t.root)}
             with (log_dir / f"{t.name}.log").open("wb") as log:
-                t.proc = subprocess.Popen(t.argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+                t.proc = subprocess.Popen(t.argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=t.root)
         for t in targets:
             _wait_ready(t)
         yield
@@ -264,6 +266,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="NAME=FLAGS",
         help="another gateway target with extra flags, e.g. 'c2=--connections 2' (repeatable)",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also run a 'baseline' gateway target from DIR (a copy of older gateway/ and footfall/): "
+        "before/after figures interleaved in one run",
+    )
+    parser.add_argument(
+        "--command",
+        action="append",
+        default=[],
+        metavar="NAME=ARGV",
+        help="another target: any server command (gets --port P appended), e.g. a gateway with a fake producer",
+    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--keep-logs", action="store_true", help="keep the targets' and broker's logs")
     args = parser.parse_args(argv)
@@ -301,8 +318,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         for variant in args.variant:
             name, _, extra = variant.partition("=")
             all_targets[name] = Target(name, [*gateway, *extra.split()], 0)
+        if args.baseline is not None:
+            all_targets["baseline"] = Target("baseline", list(gateway), 0, root=args.baseline.resolve())
         targets = [all_targets[name] for name in args.targets.split(",")]
+        if args.baseline is not None and all_targets["baseline"] not in targets:
+            targets.append(all_targets["baseline"])
         targets += [all_targets[v.partition("=")[0]] for v in args.variant]
+        for command in args.command:
+            name, _, argv = command.partition("=")
+            all_targets[name] = Target(name, [py, *argv.split()], 0)
+            targets.append(all_targets[name])
         for t in targets:
             t.port = free_port()
             t.argv += ["--port", str(t.port)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import os
 import random
 import signal
@@ -83,6 +84,15 @@ def landed(record_directory: Path, topic: str) -> collections.Counter[bytes]:
         data = path.read_bytes()
         lines.update(line for line in data.split(b"\n") if line)
     return lines
+
+
+def checkpointed(record_directory: Path, topic: str) -> int:
+    """Records the checkpoints say are landed (offset + 1 summed over partitions; no poison)."""
+    total = 0
+    for path in (record_directory / "_footfall" / "checkpoints" / topic).glob("*.json"):
+        with contextlib.suppress(OSError, ValueError):
+            total += int(json.loads(path.read_bytes())["offset"]) + 1
+    return total
 
 
 def compare(expected: Sequence[bytes], got: collections.Counter[bytes]) -> tuple[int, int, int]:

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from footfall.kafka import HEADER_RECEIVED_MS, HEADER_TYPE, ensure_topics
 from sink.checkpoint import CheckpointStore
-from tests.sink.support import SinkProcess, compare, landed, make_records, produce, wait_for
+from tests.sink.support import SinkProcess, checkpointed, compare, landed, make_records, produce, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -64,8 +64,9 @@ def test_idle_flush_lands_records_within_the_flush_interval(broker: str, record_
 
         wait_for(lambda: checkpointed() >= len(records), 5, "the checkpoint to cover every record")
         elapsed = time.monotonic() - acked
-        # flush interval + one poll round + scheduling slack on a loaded 2-core machine
-        assert elapsed < 0.5 + 0.5 + 0.5, f"took {elapsed:.2f}s"
+        print(f"idle flush: checkpointed {elapsed:.2f}s after the last ack (flush interval 0.5s)")
+        # flush interval + one poll round + generous scheduling slack: this 2-core machine is shared
+        assert elapsed < 0.5 + 0.5 + 1.0, f"took {elapsed:.2f}s"
         assert compare([v for _, v in records], landed(record_dir, topic)) == (0, 0, 0)
         wait_for(lambda: sink.metric("footfall_sink_records_written_total", topic=topic) == len(records), 5, "metric")
         assert sink.metric("footfall_sink_e2e_latency_seconds_count", topic=topic) >= 1
@@ -243,7 +244,8 @@ def test_crash_while_parked_still_lands_once(broker: str, tiny_fs: Path) -> None
         path.unlink()
     with SinkProcess(broker, [f"crashpark:{topic}"], record_dir, extra=extra) as sink:
         sink.wait_ready()
-        wait_for(lambda: sum(landed(record_dir, topic).values()) >= len(before) + len(during), 30, "all records")
+        # checkpointed, not merely in a file: the killed sink may have left uncommitted lines
+        wait_for(lambda: checkpointed(record_dir, topic) >= len(before) + len(during), 30, "all records")
         wait_for(
             lambda: sink.metric("footfall_sink_retry_skipped_records_total", topic=topic) >= len(during),
             20,

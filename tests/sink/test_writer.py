@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,29 @@ def test_crash_model_exactly_once(tmp_path_factory: pytest.TempPathFactory, ops:
 
 def test_day_of_record_timestamp() -> None:
     assert (DAY * MS_PER_DAY) // MS_PER_DAY == DAY
+
+
+def test_rotation_by_age(tmp_path: Path) -> None:
+    w = _writer(tmp_path, segment_age=0.001)
+    w.recover()
+    _put(w, range(0, 3))
+    time.sleep(0.01)  # the segment ages (not waiting for a condition)
+    _put(w, range(3, 6))
+    w.commit()
+    assert len(list((tmp_path / "visit").glob("date=*/*.jsonl"))) == 2
+    assert _lines(tmp_path) == [b'{"o":%d}' % o for o in range(6)]
+
+
+@pytest.mark.parametrize(("policy", "fsyncs"), [("always", True), ("commit", True), ("never", False)])
+def test_fsync_policies(tmp_path: Path, policy: str, fsyncs: bool) -> None:
+    w = PartitionWriter(
+        tmp_path, "visit", 0, CheckpointStore(tmp_path, durable=policy != "never"), buffer_bytes=64, fsync=policy
+    )  # type: ignore[arg-type]
+    w.recover()
+    for start in range(0, 200, 50):
+        _put(w, range(start, start + 50))  # each append overflows the 64-byte buffer
+    if policy == "always":
+        assert len(w.fsync_seconds) >= 4  # fsynced after every write, before any commit
+    w.commit()
+    assert bool(w.fsync_seconds) is fsyncs
+    assert CheckpointStore(tmp_path).load("visit", 0).offset == 199  # type: ignore[union-attr]
