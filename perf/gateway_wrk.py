@@ -258,6 +258,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--targets", default="bare,gateway,per-report")
     parser.add_argument("--no-rate", action="store_true", help="skip the 80%% rate-limited run")
+    parser.add_argument(
+        "--delay-ms",
+        type=float,
+        default=0.0,
+        help="per-connection think time in every repeat: all targets offered about the same rate, so their "
+        "CPU per request compares at equal batch sizes (CPU per request falls as the rate rises)",
+    )
     parser.add_argument("--gateway-args", default="", help="extra flags for both gateway targets")
     parser.add_argument(
         "--variant",
@@ -336,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _wrk(t, script, args, args.warmup, broker.pid)
             for i in range(args.repeats):
                 for t in targets:
-                    run = _wrk(t, script, args, args.duration, broker.pid)
+                    run = _wrk(t, script, args, args.duration, broker.pid, delay_ms=args.delay_ms)
                     t.runs.append(run)
                     print(
                         f"[{i + 1}/{args.repeats}] {t.name:<10} {run.requests_per_s:9.0f} req/s  "
@@ -356,7 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"p50 {at_80.p50_ms:.2f} ms p99 {at_80.p99_ms:.2f} ms (delay {at_80.delay_ms:.2f} ms/conn)"
                 )
 
-    summary: dict[str, Any] = {"settings": vars(args) | {"json": str(args.json)}, "targets": {}}
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    summary: dict[str, Any] = {"settings": settings, "targets": {}}
     bare_rps = _median(all_targets["bare"].runs, "requests_per_s") if all_targets["bare"].runs else float("nan")
     print(
         "\n| target | req/s (median) | reports/s | × bare | p50 ms | p99 ms | non-2xx | server CPU µs/req "
