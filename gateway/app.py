@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import hmac
 import itertools
@@ -51,7 +52,7 @@ from gateway.errors import (
 )
 from gateway.metrics import GatewayMetrics
 from gateway.openapi import API_ROUTES, ErrorBody, build_openapi
-from gateway.producer import Record, ReportProducer, create_producer
+from gateway.producer import Delivery, Record, ReportProducer, create_producer
 from gateway.settings import GatewaySettings
 
 __all__ = ["APP_NAME", "GatewayApp", "GatewayContext", "GatewayRequest", "ProducerFactory", "create_app"]
@@ -100,6 +101,18 @@ class GatewayContext:
         self.started_at = float("inf")
         self.ready_grace = _READY_GRACE
         self.starter: asyncio.Task[None] | None = None
+        self.route_metrics: dict[str, _RouteMetrics] = {}
+
+
+class _RouteMetrics:
+    """One ingest route's metric children, looked up once instead of by labels on every request."""
+
+    __slots__ = ("accepted", "ok", "seconds")
+
+    def __init__(self, metrics: GatewayMetrics, route: str, topic: str) -> None:
+        self.ok = metrics.requests.labels(route, "200")
+        self.seconds = metrics.request_seconds.labels(route)
+        self.accepted = metrics.accepted.labels(topic)
 
 
 GatewayApp = Sanic[Config, GatewayContext]
@@ -179,6 +192,9 @@ async def _ingest(request: GatewayRequest, report_type: ReportType, route: str) 
         _cors_headers(request, ctx, headers)
     topic = ctx.settings.topic_for(report_type)
     metrics = ctx.metrics
+    route_metrics = ctx.route_metrics.get(route)
+    if route_metrics is None:  # created on first use: no zero series for routes never called
+        route_metrics = ctx.route_metrics[route] = _RouteMetrics(metrics, route, topic)
     waiting = False
     try:
         if ctx.api_keys:
@@ -215,15 +231,21 @@ async def _ingest(request: GatewayRequest, report_type: ReportType, route: str) 
         waiting = True
         metrics.inflight_requests.inc()
         # Deliveries resolve on ack, failure or their batch's deadline (--produce-timeout-ms).
-        # shield(): a cancelled request (client gone) must not cancel the batch shared with others.
+        # A cancelled request (client gone) must not cancel the batch shared with others: it waits
+        # on a future of its own that the batch's forwards to (asyncio.shield's job, ~1 us cheaper).
         for delivery in deliveries:
-            error = delivery.result() if delivery.done() else await asyncio.shield(delivery)
+            if delivery.done():
+                error = delivery.result()
+            else:
+                waiter: Delivery = asyncio.get_running_loop().create_future()
+                delivery.add_done_callback(functools.partial(_forward, waiter))
+                error = await waiter
             if isinstance(error, GatewayError):
                 raise error
             if error is not None:
                 raise ProduceFailedError(f"Kafka did not acknowledge the reports ({type(error).__name__}); retry later")
         response = _json(b'{"accepted":%d}' % len(records), 200, headers)
-        metrics.accepted.labels(topic).inc(len(records))
+        route_metrics.accepted.inc(len(records))
     except GatewayError as exc:
         response = _error_response(exc, request_id, headers, ctx.retry_after)
         metrics.rejected.labels(topic, exc.code).inc()
@@ -234,8 +256,11 @@ async def _ingest(request: GatewayRequest, report_type: ReportType, route: str) 
         if waiting:
             metrics.inflight_requests.dec()
     elapsed = time.perf_counter() - started
-    metrics.requests.labels(route, str(response.status)).inc()
-    metrics.request_seconds.labels(route).observe(elapsed)
+    if response.status == 200:
+        route_metrics.ok.inc()
+    else:
+        metrics.requests.labels(route, str(response.status)).inc()
+    route_metrics.seconds.observe(elapsed)
     if ctx.settings.access_log:
         access_log.info(
             "request",
@@ -249,6 +274,18 @@ async def _ingest(request: GatewayRequest, report_type: ReportType, route: str) 
             },
         )
     return response
+
+
+def _forward(waiter: Delivery, delivery: Delivery) -> None:
+    """Settle a request's ``waiter`` like its batch's ``delivery`` (unless the request is gone)."""
+    if waiter.done():
+        return
+    if delivery.cancelled():
+        waiter.cancel()
+    elif (exc := delivery.exception()) is not None:
+        waiter.set_exception(exc)
+    else:
+        waiter.set_result(delivery.result())
 
 
 def _make_ingest_handler(report_type: ReportType, route: str) -> Callable[[GatewayRequest], Any]:

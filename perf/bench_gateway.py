@@ -19,6 +19,7 @@ from footfall.generator import DEFAULT_START_DATE, day_start_ms, original_visits
 from footfall.kafka import partition_for
 from footfall.reports import ReportType, encode_report
 from gateway.body import BodyLimits, decode_body, decompress
+from gateway.producer import Record
 
 LIMITS = BodyLimits(max_body_bytes=2 << 20, max_decompressed_bytes=4 << 20, max_expansion_ratio=200)
 HEADERS = [
@@ -55,18 +56,89 @@ def test_gunzip_only(benchmark: Any) -> None:
 def test_reencode_with_keys(benchmark: Any) -> None:
     _, visits = _request()
 
-    def run() -> int:
-        last = None
+    def run() -> int:  # as gateway.app._ingest does it
+        last = -1
         key = b""
-        out = []
+        out: list[Record] = []
+        new_record = tuple.__new__
         for v in visits:
-            if v.userId != last:
-                key = str(v.userId).encode()
-                last = v.userId
-            out.append((key, encode_report(v)))
+            uid = v.userId
+            if uid.int != last:
+                key = str(uid).encode()
+                last = uid.int
+            out.append(new_record(Record, (key, encode_report(v))))
         return len(out)
 
     assert benchmark(run) == 12
+
+
+@pytest.mark.benchmark(group="gateway-response")
+@pytest.mark.parametrize("kind", ["sanic", "gateway"])
+def test_response_headers(benchmark: Any, kind: str) -> None:
+    """Build a 200 with X-Request-ID and encode its header block, as Sanic does before sending."""
+    from sanic.headers import format_http1_response
+    from sanic.response import HTTPResponse
+
+    from gateway.app import _json
+
+    def run() -> bytes:
+        headers = {"X-Request-ID": "0a1b2c3d-1f"}
+        if kind == "sanic":
+            response = HTTPResponse(b'{"accepted":12}', status=200, headers=headers, content_type="application/json")
+        else:
+            response = _json(b'{"accepted":12}', 200, headers)
+        response.headers["content-length"] = 15
+        response.headers["connection"] = "keep-alive"
+        return format_http1_response(200, response.processed_headers)
+
+    benchmark(run)
+
+
+@pytest.mark.benchmark(group="gateway-handler")
+def test_ingest_handler(benchmark: Any) -> None:
+    """The whole handler for one 12-report request (producer acking at once) + header encoding."""
+    from types import SimpleNamespace
+
+    from sanic.compat import Header
+    from sanic.headers import format_http1_response
+
+    from gateway.app import _ingest, create_app
+    from gateway.settings import GatewaySettings
+
+    class _Instant:
+        inflight_bytes = 0
+        broker_reachable = True
+
+        def __init__(self, done: asyncio.Future[None]) -> None:
+            self.done = done
+
+        async def submit(self, *args: Any) -> list[asyncio.Future[None]]:
+            return [self.done]
+
+    body, _ = _request()
+
+    async def scenario() -> None:
+        app = create_app(GatewaySettings(), name="bench_ingest")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        app.ctx.producer = _Instant(done)  # type: ignore[assignment]
+        headers = Header({"content-type": "application/json", "content-encoding": "gzip", "host": "x"})
+        request = SimpleNamespace(app=app, body=body, method="POST", path="/api/visit/v1", headers=headers)
+
+        def run() -> int:
+            coro = _ingest(request, ReportType.VISIT, "/api/visit/v1")  # type: ignore[arg-type]
+            try:
+                coro.send(None)
+            except StopIteration as stop:
+                response = stop.value
+            response.headers["content-length"] = len(response.body)
+            response.headers["connection"] = "keep-alive"
+            format_http1_response(response.status, response.processed_headers)
+            return int(response.status)
+
+        assert benchmark(run) == 200
+
+    asyncio.run(scenario())
 
 
 @pytest.mark.benchmark(group="gateway")

@@ -134,3 +134,72 @@ def test_commit_with_fsync(benchmark: Any, tmp_path: Path) -> None:
 
     assert benchmark.pedantic(run, rounds=30, iterations=1)
     writer.close()
+
+
+def _fetch_response(records: int = 20_000, per_batch: int = 4_000) -> bytes:
+    """Raw record batches as one 4 MiB fetch returns them for a partition (v2, uncompressed)."""
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder  # type: ignore[import-untyped]
+
+    values = [r.value for r in _batch()]
+    out = bytearray()
+    for base in range(0, records, per_batch):
+        builder = DefaultRecordBatchBuilder(
+            magic=2,
+            compression_type=0,
+            is_transactional=0,
+            producer_id=-1,
+            producer_epoch=-1,
+            base_sequence=-1,
+            batch_size=1 << 22,
+        )
+        for i in range(per_batch):
+            headers = [
+                ("ff-type", b"visit"),
+                ("ff-schema", b"1"),
+                ("ff-received-ms", b"1700000000000"),
+                ("ff-request-id", b"perf-%d" % (base + i)),
+            ]
+            value = values[(base + i) % len(values)]
+            builder.append(i, timestamp=1_700_000_000_000, key=b"12345", value=value, headers=headers)
+        batch = builder.build()
+        batch[0:8] = base.to_bytes(8, "big")  # base offset
+        out += batch
+    return bytes(out)
+
+
+@pytest.mark.benchmark(group="sink-poll")
+@pytest.mark.parametrize("max_records", [0, 2000])
+def test_parse_and_check_per_poll(benchmark: Any, max_records: int) -> None:
+    """aiokafka parsing + poison check + day of a 20k-record fetch, whole or in polls of 2000.
+
+    ``--max-poll-records``: records handled while still in the CPU cache cost ~40 % less
+    (≈2.8 → 1.6 µs/record measured at 01:43 UTC; divide the time by 20 000).
+    """
+    import gc
+
+    from aiokafka.consumer.fetcher import PartitionRecords  # type: ignore[import-untyped]
+    from aiokafka.record.memory_records import MemoryRecords  # type: ignore[import-untyped]
+    from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
+
+    data = _fetch_response()
+    check = PoisonCheck("visit")
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)  # as the sink worker does
+
+    def run() -> int:
+        records = PartitionRecords(TopicPartition("visit", 0), MemoryRecords(data), [], 0, None, None, True, 0)
+        it = iter(records)
+        total = 0
+        while total < 20_000:  # aiokafka's iterator must not be advanced once exhausted
+            poll = [r for _, r in zip(range(max_records), it, strict=False)] if max_records else list(it)
+            result = check.check(poll)
+            days = [r.timestamp // MS_PER_DAY for r in poll]
+            assert not result.poison and days
+            total += len(poll)
+        return total
+
+    try:
+        assert benchmark.pedantic(run, rounds=5, iterations=1) == 20_000
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(700, 10, 10)

@@ -47,6 +47,7 @@ from typing import Any
 from footfall.generator import day_start_ms, original_visits, user_id
 from footfall.kafka import HEADER_RECEIVED_MS, HEADER_REQUEST_ID, HEADER_SCHEMA, HEADER_TYPE, ensure_topics
 from footfall.reports import encode_report
+from perf.procstat import group_cpu_seconds
 from stack.broker import EmbeddedBroker, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,23 +122,26 @@ def fill(brokers: str, topic: str, records: int, rate: float | None = None, dura
     return total
 
 
-def run_kcat(brokers: str, topic: str, records: int, tmp: Path) -> float:
+def run_kcat(brokers: str, topic: str, records: int, tmp: Path) -> tuple[float, float]:
+    """(seconds, CPU seconds) of one kcat run consuming the topic into a file."""
     env = {**os.environ, "LD_LIBRARY_PATH": str(_librdkafka_dir(tmp))}
     out = tmp / "kcat.out"
     started = time.perf_counter()
     with out.open("wb") as f:
-        subprocess.run(
+        proc = subprocess.Popen(
             ["kcat", "-C", "-b", brokers, "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%s\\n"],
             stdout=f,
             env=env,
-            check=True,
         )
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        assert proc.returncode == 0, f"kcat exited {proc.returncode}"
     elapsed = time.perf_counter() - started
     with out.open("rb") as f:
         lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
     assert lines == records, f"kcat wrote {lines} lines, expected {records}"
     out.unlink()
-    return elapsed
+    return elapsed, usage.ru_utime + usage.ru_stime
 
 
 async def _aiokafka_loop(brokers: str, topic: str, records: int, out: Path) -> float:
@@ -216,6 +220,7 @@ def start_sink(
         stdout=subprocess.DEVNULL,
         stderr=stderr,
         cwd=REPO,
+        start_new_session=True,  # supervisor + workers in one process group (CPU accounting)
     )
     return proc, port
 
@@ -228,10 +233,12 @@ def run_sink(brokers: str, topic: str, records: int, tmp: Path, extra: list[str]
     started = time.perf_counter()
     proc, _port = start_sink(brokers, topic, record_dir, extra, log)
     first = p10 = p90 = None
+    cpu_first = 0.0
     try:
         while True:
             if first is None and next((record_dir / topic).glob("date=*/*.jsonl"), None) is not None:
                 first = time.perf_counter()
+                cpu_first = group_cpu_seconds(proc.pid)
             landed = _checkpointed(record_dir, topic)
             if p10 is None and landed >= records * 0.1:
                 p10 = time.perf_counter()
@@ -243,6 +250,9 @@ def run_sink(brokers: str, topic: str, records: int, tmp: Path, extra: list[str]
                 raise RuntimeError("the sink exited early")
             time.sleep(0.01)  # polling the files and checkpoints
         done = time.perf_counter()
+        # utime + stime of the supervisor and its workers (/proc): less sensitive to the
+        # machine's load than wall time. Total includes start-up (imports, group join).
+        cpu_done = group_cpu_seconds(proc.pid)
     finally:
         proc.terminate()
         proc.wait(30)
@@ -257,6 +267,8 @@ def run_sink(brokers: str, topic: str, records: int, tmp: Path, extra: list[str]
         "steady_msgs_per_s": records * 0.8 / ((p90 or done) - (p10 or started)),
         "assignments": assignments,
         "loadavg_1m": load,
+        "cpu_s_total": cpu_done,
+        "cpu_s_per_m_records": (cpu_done - cpu_first) / records * 1e6,
     }
 
 
@@ -329,10 +341,16 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         kcat_runs, loop_runs, sink_runs = [], [], []
+        kcat_cpu: list[float] = []
         for run in range(args.runs):
-            k = run_kcat(brokers, topic, args.records, tmp)
+            k, k_cpu = run_kcat(brokers, topic, args.records, tmp)
             kcat_runs.append(k)
-            print(f"run {run}: kcat {args.records / k:,.0f} msg/s ({value_bytes / k / 1e6:.0f} MB/s)", flush=True)
+            kcat_cpu.append(k_cpu / args.records * 1e6)
+            print(
+                f"run {run}: kcat {args.records / k:,.0f} msg/s ({value_bytes / k / 1e6:.0f} MB/s; "
+                f"{kcat_cpu[-1]:.2f} CPU-s per M records)",
+                flush=True,
+            )
             a = run_aiokafka_loop(brokers, topic, args.records, tmp)
             loop_runs.append(a)
             print(f"run {run}: aiokafka getmany loop {args.records / a:,.0f} msg/s (ratio {k / a:.2f})", flush=True)
@@ -343,7 +361,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"({args.records / s['total_s']:,.0f} msg/s from process start; "
                 f"{s['steady_msgs_per_s']:,.0f} msg/s steady, 10%->90%); "
                 f"ratio {k / s['from_first_file_s']:.2f}; "
-                f"{s['assignments']:.0f} assignment callbacks; load avg {s['loadavg_1m']:.1f}",
+                f"{s['assignments']:.0f} assignment callbacks; load avg {s['loadavg_1m']:.1f}; "
+                f"sink CPU {s['cpu_s_per_m_records']:.2f} s per M records after the first file "
+                f"({s['cpu_s_total']:.1f} s in all)",
                 flush=True,
             )
         best_k = min(kcat_runs)
@@ -370,18 +390,22 @@ def main(argv: list[str] | None = None) -> int:
             ],
             "sink_runs": sink_runs,
             "sink_args": args.sink_arg,
+            "kcat_cpu_s_per_m_records": kcat_cpu,
+            "sink_cpu_s_per_m_records": [s["cpu_s_per_m_records"] for s in sink_runs],
         }
         result["ratio_median_per_run"] = statistics.median(result["ratio_per_run"])
         result["aiokafka_loop_ratio_median"] = statistics.median(result["aiokafka_loop_ratio_per_run"])
         result["sink_vs_aiokafka_loop_median"] = statistics.median(result["sink_vs_aiokafka_loop_per_run"])
         result["ratio_steady_median_per_run"] = statistics.median(result["ratio_steady_per_run"])
+        result["sink_cpu_s_per_m_records_median"] = statistics.median(result["sink_cpu_s_per_m_records"])
         print(
             f"ratio sink/kcat, best runs: {result['ratio_steady']:.2f} (from first file), "
             f"{result['ratio_from_start']:.2f} (from process start); median of per-run ratios: "
             f"{result['ratio_median_per_run']:.2f} (from first file), "
             f"{result['ratio_steady_median_per_run']:.2f} (steady 10%->90%); aiokafka loop/kcat "
             f"{result['aiokafka_loop_ratio_median']:.2f}; "
-            f"sink/aiokafka loop {result['sink_vs_aiokafka_loop_median']:.2f}",
+            f"sink/aiokafka loop {result['sink_vs_aiokafka_loop_median']:.2f}; sink CPU "
+            f"{result['sink_cpu_s_per_m_records_median']:.2f} s per M records (median)",
             flush=True,
         )
         result["latency"] = []

@@ -90,6 +90,14 @@ class SinkSettings(msgspec.Struct, frozen=True, kw_only=True):
     replication_factor: Annotated[int, Meta(ge=1, description="replication factor of <topic>.retry/.dlq")] = 1
     session_timeout: Annotated[float, Meta(ge=1, le=300, description="seconds: consumer group session timeout")] = 10.0
     fetch_max_bytes: Annotated[int, Meta(ge=65536, description="bytes one fetch may return per partition")] = 4 << 20
+    max_poll_records: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description="records handled per poll at most (0: everything fetched); small polls keep the "
+            "records in the CPU cache between parsing, checking and writing",
+        ),
+    ] = 2000
     shutdown_timeout: Annotated[float, Meta(gt=0, description="seconds to drain (flush, fsync, commit) on SIGTERM")] = (
         15.0
     )

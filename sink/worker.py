@@ -296,12 +296,13 @@ class GroupWorker:
         await self.consumer.start()
         self.ready.set()
         interval = self.settings.flush_interval
+        max_records = self.settings.max_poll_records or None
         last_commit = time.monotonic()
         try:
             while not self.stop_event.is_set():
                 self._resume_due()
                 epoch = self._epoch
-                batch = await self.consumer.getmany(wait=interval)
+                batch = await self.consumer.getmany(wait=interval, max_records=max_records)
                 async with self._lock:
                     if epoch != self._epoch:
                         # A rebalance happened while fetching: these records may predate the

@@ -95,9 +95,17 @@ def test_env_vars_and_precedence(tmp_path: Path) -> None:
     assert s.group_topics() == {"g": ["visit", "activity"]}
 
 
+def test_max_poll_records(tmp_path: Path) -> None:
+    base = ["--groups", "g:visit", "--record-directory", str(tmp_path)]
+    assert parse_sink_settings(base, environ={}).max_poll_records == 2000
+    assert parse_sink_settings(base, environ={"FOOTFALL_SINK_MAX_POLL_RECORDS": "0"}).max_poll_records == 0
+    assert parse_sink_settings([*base, "--max-poll-records", "7"], environ={}).max_poll_records == 7
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
+        (["--max-poll-records", "-1"], "--max-poll-records (env FOOTFALL_SINK_MAX_POLL_RECORDS)"),
         (["--concurrent-count", "0"], "--concurrent-count (env FOOTFALL_SINK_CONCURRENT_COUNT)"),
         (["--flush-interval", "abc"], "--flush-interval (env FOOTFALL_SINK_FLUSH_INTERVAL)"),
         (["--brokers", "nohostport"], "--brokers"),

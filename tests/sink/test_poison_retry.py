@@ -78,6 +78,33 @@ def test_two_reports_in_one_value_is_poison() -> None:
     assert [r.offset for r, _ in result.poison] == [0]
 
 
+def test_values_valid_only_when_joined_are_poison() -> None:
+    """Why values are not decoded as one JSON array ``[v1,v2,...]`` with a count check.
+
+    Every crafted value starts with ``{``, ends with ``}`` and has no newline; joined with
+    commas they decode as a list of exactly as many valid visits as there are values (a
+    string spanning two values merges them, a value holding two objects splits), yet
+    none of them is one report on its own. Per-value decoding rejects all three.
+    """
+    import msgspec
+
+    from footfall.reports import Visit
+
+    records = _records(n=12)
+    one, two = records[0].value, records[1].value
+    assert one is not None and two is not None
+    opener = one[:-1] + b',"pad":"}'  # an unterminated string swallows the separator...
+    closer = b'{","more":1}'  # ...and the start of the next value
+    split = one + b"," + two  # two objects in one value
+    crafted = [records[2]._replace(value=v) for v in (opener, closer, split)]
+    values = [r.value for r in crafted]
+    assert all(v.startswith(b"{") and v.endswith(b"}") and b"\n" not in v for v in values)  # type: ignore[union-attr]
+    joined = msgspec.json.Decoder(list[Visit]).decode(b"[" + b",".join(values) + b"]")  # type: ignore[arg-type]
+    assert len(joined) == len(values)  # the unsound fast path would accept the batch
+    result = PoisonCheck("t").check([*records[:2], *crafted])
+    assert len(result.poison) == 3 and len(result.good) == 2
+
+
 def test_type_from_topic_name_without_header() -> None:
     assert type_of_topic("visit") == "visit"
     assert type_of_topic("activity.retry") == "activity"
