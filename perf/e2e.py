@@ -71,7 +71,7 @@ from perf.settings import E2eSettings
 from stack.broker import EmbeddedBroker, free_port
 from stack.processes import Stack, StackConfig
 
-__all__ = ["effective_settings", "run"]
+__all__ = ["Runner", "effective_settings", "run"]
 
 _ROOT: Final = Path(__file__).resolve().parents[1]
 _E2E_HISTOGRAM: Final = "footfall_sink_e2e_latency_seconds"

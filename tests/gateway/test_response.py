@@ -36,3 +36,18 @@ def test_header_bytes_match_sanic(status: int, headers: dict[str, str]) -> None:
     assert encoded(ours) == encoded(sanic)
     if "\r" in str(headers) or "\x00" in str(headers):
         assert b"\r\nSet-Cookie" not in encoded(ours)  # type: ignore[operator]
+
+
+def test_decoded_reports_are_not_gc_tracked() -> None:
+    """footfall.reports Structs are gc=False (scalars and a UUID only: no cycles possible)."""
+    import gc
+    import gzip
+
+    from footfall.reports import ReportType, decode_reports
+    from tests.gateway.conftest import original_body
+
+    for kind in ("visit", "activity"):
+        body, _ = original_body(kind)
+        reports = decode_reports(ReportType(kind), gzip.decompress(body))
+        assert reports
+        assert not any(gc.is_tracked(r) for r in reports)
