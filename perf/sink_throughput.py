@@ -16,7 +16,10 @@ Steps:
        a fsynced, checkpointed file): from the first segment file's creation (excludes
        process start and the consumer group join, which includes the broker's initial
        rebalance delay), from process start, and "steady" between the checkpoints
-       covering 10 % and 90 % of the records (excludes a late second worker, too);
+       covering 10 % and 90 % of the records (excludes a late second worker, too); and
+       the CPU seconds (utime + stime from ``/proc``, supervisor + workers, one process
+       group) per million records after the first file, which is far less sensitive
+       to other load on the machine than the wall-clock rates (kcat's CPU from ``wait4``);
     4. repeat ``--runs`` times, alternating, and report rates and the ratio sink/kcat:
        best run of each, and the median of the per-run ratios (kcat and sink measured
        back to back); these machines are noisy, the ratio is what to compare.
