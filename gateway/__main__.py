@@ -60,6 +60,7 @@ def _serve(settings: GatewaySettings, idempotence: bool) -> None:
     from sanic.worker.loader import AppLoader
 
     from gateway.app import create_app
+    from gateway.protocol import DeadlineHttpProtocol
 
     loader = AppLoader(factory=functools.partial(create_app, settings, idempotence=idempotence, configure_logs=True))
     app = loader.load()
@@ -71,6 +72,7 @@ def _serve(settings: GatewaySettings, idempotence: bool) -> None:
         motd=False,
         single_process=False,
         backlog=1024,
+        protocol=DeadlineHttpProtocol,
     )
     Sanic.serve(primary=app, app_loader=loader)
 

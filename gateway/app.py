@@ -450,7 +450,11 @@ def create_app(
     app.config.ACCESS_LOG = False  # our own JSON access log (--access-log) replaces Sanic's
     app.config.FALLBACK_ERROR_FORMAT = "json"
     app.config.NOISY_EXCEPTIONS = False
-    app.config.KEEP_ALIVE_TIMEOUT = 75
+    # Longer than a typical balancer's idle timeout (60 s), so the balancer closes first.
+    app.config.KEEP_ALIVE_TIMEOUT = settings.keep_alive_timeout
+    # With DeadlineHttpProtocol both count from a request's first byte: headers, then body + answer.
+    app.config.REQUEST_TIMEOUT = settings.client_timeout
+    app.config.RESPONSE_TIMEOUT = settings.client_timeout + -(-settings.produce_timeout_ms // 1000)
     app.config.USE_UVLOOP = True  # explicit: Sanic's default also picks uvloop when installed
     for report_type_value, path in API_ROUTES:
         report_type = ReportType(report_type_value)
@@ -476,4 +480,12 @@ def create_app(
     app.error_handler.add(Exception, _sanic_error)
     app.register_listener(_before_start, "before_server_start")
     app.register_listener(_after_stop, "after_server_stop")
+    app.register_listener(_start_watchdog, "main_process_ready")
     return app
+
+
+def _start_watchdog(app: Sanic[Any, Any]) -> None:
+    """In the main process: restart workers that die (Sanic itself does not)."""
+    from gateway.watchdog import WorkerWatchdog
+
+    WorkerWatchdog(app.manager).start()

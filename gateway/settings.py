@@ -97,6 +97,15 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
     shutdown_timeout: Annotated[
         float, Meta(ge=0, le=3600, description="seconds to drain in-flight requests and batches on SIGTERM")
     ] = 15.0
+    client_timeout: Annotated[
+        int,
+        Meta(
+            ge=1, le=3600, description="seconds a client has to send one request's headers and body (slowloris bound)"
+        ),
+    ] = 30
+    keep_alive_timeout: Annotated[
+        int, Meta(ge=1, le=3600, description="seconds an idle keep-alive connection stays open")
+    ] = 75
     startup_timeout: Annotated[float, Meta(ge=0, le=3600, description="seconds to wait for the broker at start-up")] = (
         30.0
     )

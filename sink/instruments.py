@@ -13,6 +13,10 @@ Names (Prometheus; ``topic`` is the topic whose directory the files are in):
 - ``footfall_sink_dlq_records_total{topic}``, ``footfall_sink_retry_parked_records_total{topic}``,
   ``footfall_sink_retry_landed_records_total{topic}``, ``footfall_sink_retry_skipped_records_total{topic}``;
 - ``footfall_sink_write_errors_total{topic,errno}``; ``footfall_sink_recoveries_total{topic}``;
+- ``footfall_sink_offset_gaps_total{topic}``: offset gaps accepted after ``--gap-timeout`` (records
+  skipped for good); ``footfall_sink_offset_gap_refetches_total{topic}``: gaps that healed when the
+  partition was fetched again (nothing lost). Here ``topic`` is the consumed topic (``visit`` or
+  ``visit.retry``), since the gap is in that topic's offsets;
 - ``footfall_sink_worker_ready``: 1 per worker whose consumers are running;
 - supervisor: ``footfall_sink_workers_alive``, ``footfall_sink_worker_restarts_total``.
 """
@@ -60,6 +64,16 @@ class SinkMetrics:
         )
         self.write_errors = r.counter(
             "footfall_sink_write_errors_total", "failed writes/fsyncs/checkpoints", ["topic", "errno"]
+        )
+        self.offset_gaps = r.counter(
+            "footfall_sink_offset_gaps_total",
+            "offset gaps accepted after --gap-timeout (the missing offsets are skipped)",
+            ["topic"],
+        )
+        self.offset_gap_refetches = r.counter(
+            "footfall_sink_offset_gap_refetches_total",
+            "offset gaps that healed when the partition was fetched again (nothing skipped)",
+            ["topic"],
         )
         self.recoveries = r.counter("footfall_sink_recoveries_total", "partition recoveries on assignment", ["topic"])
         self.ready = r.gauge("footfall_sink_worker_ready", "1 per worker whose consumers are running")

@@ -86,6 +86,14 @@ class SinkSettings(msgspec.Struct, frozen=True, kw_only=True):
             description="seconds of failed writes (disk full, I/O error) before a batch is parked on <topic>.retry",
         ),
     ] = 30.0
+    gap_timeout: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description="seconds an offset gap on a partition may persist (refetched meanwhile) before the sink "
+            "accepts it as a real hole (compaction, transaction markers), logs and counts it",
+        ),
+    ] = 10.0
     side_topic_partitions: Annotated[int, Meta(ge=1, description="partitions of <topic>.retry/.dlq if created")] = 1
     replication_factor: Annotated[int, Meta(ge=1, description="replication factor of <topic>.retry/.dlq")] = 1
     session_timeout: Annotated[float, Meta(ge=1, le=300, description="seconds: consumer group session timeout")] = 10.0
