@@ -68,7 +68,8 @@ def top_functions(speedscope: Mapping[str, Any]) -> tuple[list[FunctionTime], fl
     """Own and total samples per function over every profile (process/thread) of a py-spy speedscope file.
 
     Returns the functions sorted by own time, and the total sample weight (py-spy weighs each sample
-    ``1 / rate`` seconds, so that is the on-CPU time sampled; idle threads are not sampled).
+    ``1 / rate`` seconds: thread-seconds running or runnable; idle threads are not sampled, but a thread
+    waiting for a busy CPU is).
     """
     frames = speedscope["shared"]["frames"]
     keys = [(f.get("name", "?"), _short(f.get("file", "?"))) for f in frames]
@@ -210,8 +211,9 @@ def run(settings: ProfileSettings) -> int:
                 + (f" --rate {s.rate:g}" if s.rate else "")
                 + f"` — {s.gateway_workers} gateway workers, {s.sink_workers} sink workers, {s.partitions} partitions, "
                 f"bench {' '.join(load)} with {s.concurrent_clients} clients; "
-                f"{accepted / elapsed:,.0f} reports/s accepted while recording; {grand:,.1f} CPU-seconds sampled at "
-                f"{s.sampling_rate}/s over {s.seconds:g} s" + (" (nonblocking)" if s.nonblocking else ""),
+                f"{accepted / elapsed:,.0f} reports/s accepted while recording; "
+                f"{grand:,.1f} active thread-seconds sampled at {s.sampling_rate}/s over {s.seconds:g} s"
+                + (" (nonblocking)" if s.nonblocking else ""),
                 "",
                 f"Flame graph: `{svg}`  ",
                 f"Speedscope: `{speedscope}` (open in https://www.speedscope.app)",
