@@ -20,5 +20,15 @@ echo "== ruff"
 echo "== mypy"
 .venv/bin/mypy
 
+echo "== dependency audit (pip-audit)"
+# Fails on a known vulnerability with a fix available. Where the vulnerability service
+# (PyPI's JSON API or OSV) cannot be reached, nothing was audited: say so loudly, don't fail.
+audit=0; .venv/bin/python -m tests.security.audit || audit=$?
+case $audit in
+  0) ;;
+  3) echo "WARNING: dependency audit could not reach its vulnerability service; nothing was audited" ;;
+  *) echo "dependency audit failed (exit $audit)"; exit 1 ;;
+esac
+
 echo "== pytest"
 .venv/bin/pytest "$@"

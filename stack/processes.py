@@ -192,6 +192,7 @@ class Stack:
         """Start (or restart) one role and wait for its ``/readyz``."""
         self.ports.setdefault(role, self.config.ports.get(role) or free_port(self.config.host))
         env = self.child_env()
+        self.log_directory.mkdir(parents=True, exist_ok=True)
         log_path = self.log_directory / f"{role}.log"
         with log_path.open("ab") as log_file:
             proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module

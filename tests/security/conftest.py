@@ -107,7 +107,6 @@ def _gateway(root: Path, *args: str) -> Iterator[Target]:
                 gateway_args=args,
             )
         )
-        (root / "logs").mkdir(parents=True, exist_ok=True)  # Stack.start_role alone does not create it
         try:
             stack.start_role("gateway")
             yield Target(stack)
@@ -119,6 +118,23 @@ def _gateway(root: Path, *args: str) -> Iterator[Target]:
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     """A gateway (2 workers, embedded broker) with default settings; shared by a module's tests."""
     yield from _gateway(tmp_path_factory.mktemp("gateway"))
+
+
+#: The timeouts of ``strict_gateway``: short, so cut-offs are observed in seconds, not minutes.
+STRICT_CLIENT_TIMEOUT = 4
+STRICT_KEEP_ALIVE_TIMEOUT = 4
+
+
+@pytest.fixture(scope="module")
+def strict_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    """A gateway with short ``--client-timeout`` and ``--keep-alive-timeout``."""
+    yield from _gateway(
+        tmp_path_factory.mktemp("strict"),
+        "--client-timeout",
+        str(STRICT_CLIENT_TIMEOUT),
+        "--keep-alive-timeout",
+        str(STRICT_KEEP_ALIVE_TIMEOUT),
+    )
 
 
 @pytest.fixture(scope="module")

@@ -20,15 +20,21 @@ import uuid
 import pytest
 
 from tests.faults.harness import wait_for
-from tests.security.conftest import API_KEY, Target, raw_request
+from tests.security.conftest import (
+    API_KEY,
+    STRICT_CLIENT_TIMEOUT,
+    STRICT_KEEP_ALIVE_TIMEOUT,
+    Target,
+    raw_request,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
-#: Sanic's own defaults, which the gateway keeps (gateway/app.py sets only KEEP_ALIVE_TIMEOUT = 75).
-REQUEST_TIMEOUT = 60.0
-KEEP_ALIVE_TIMEOUT = 75.0
+#: The strict gateway's --client-timeout and --keep-alive-timeout.
+REQUEST_TIMEOUT = float(STRICT_CLIENT_TIMEOUT)
+KEEP_ALIVE_TIMEOUT = float(STRICT_KEEP_ALIVE_TIMEOUT)
 #: Sanic checks a connection's timeouts every min(timeouts) / 2 seconds, so one may live this much longer.
-TIMEOUT_CHECK_INTERVAL = 30.0
+TIMEOUT_CHECK_INTERVAL = min(REQUEST_TIMEOUT, KEEP_ALIVE_TIMEOUT) / 2
 
 
 def _visits(n: int = 12) -> bytes:
@@ -160,14 +166,14 @@ def test_slow_and_idle_clients_do_not_starve_honest_ones(gateway: Target) -> Non
 
 
 @pytest.mark.slow
-def test_slow_and_idle_connections_are_cut_off(gateway: Target) -> None:
+def test_slow_and_idle_connections_are_cut_off(strict_gateway: Target) -> None:
     """Idle connections close after the keep-alive timeout; a request trickled byte by byte is cut off.
 
-    A client that needs longer than the request timeout (60 s) to send one request — headers
+    A client that needs longer than the client timeout (--client-timeout) to send one request — headers
     or body, however steadily it dribbles — must be disconnected, or a few thousand such
     clients hold the gateway's connections (and file descriptors) forever (slowloris).
     """
-    hostile = _Hostile(gateway.port)
+    hostile = _Hostile(strict_gateway.port)
     try:
         hostile.open(idle=200, slow_headers=20, slow_bodies=20)
         n_idle = len(hostile.idle)
