@@ -337,8 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             targets.append(all_targets["baseline"])
         targets += [all_targets[v.partition("=")[0]] for v in args.variant]
         for command in args.command:
-            name, _, argv = command.partition("=")
-            all_targets[name] = Target(name, [py, *argv.split()], 0)
+            name, _, command_line = command.partition("=")
+            all_targets[name] = Target(name, [py, *command_line.split()], 0)
             targets.append(all_targets[name])
         for t in targets:
             t.port = free_port()
