@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 
 # System packages: chromium (dashboard browser tests), wrk (HTTP load reference),
 # docker-compose (validates the compose files; no engine needed), haproxy (validates deploy/haproxy.cfg),
-# fuse + libfuse2 (the slow-disk fault test mounts a delaying FUSE file system).
-apt_packages=(chromium wrk docker-compose haproxy fuse libfuse2)
+# fuse + libfuse2 (the slow-disk fault test mounts a delaying FUSE file system), kcat (sink benchmark reference).
+apt_packages=(chromium wrk docker-compose haproxy fuse libfuse2 kcat)
 missing=()
 for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})) && command -v apt-get >/dev/null; then
