@@ -69,7 +69,7 @@ from perf.results import (
 )
 from perf.settings import E2eSettings
 from stack.broker import EmbeddedBroker, free_port
-from stack.processes import Stack, StackConfig
+from stack.processes import Stack, StackConfig, stop_process_group
 
 __all__ = ["Runner", "effective_settings", "run"]
 
@@ -311,7 +311,7 @@ class Runner:
                 cpu = (CpuTimes.take(groups) - cpu_before)["server"]
                 peak = sampler.reset()["server"]
         finally:
-            _stop(server)
+            stop_process_group(server, 10.0)
         requests = run["counts"]["requests"]
         return {
             "requests_per_s": run["throughput"]["requests_per_s"],
@@ -415,17 +415,6 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: flo
         except OSError:
             time.sleep(0.1)
     raise FootfallError(f"the reference server did not listen on {port} within {timeout:g}s")
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def _repeat(runner: Runner, repeat: int) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from typing import Final, Self
 from footfall.errors import FootfallError
 from stack.broker import EmbeddedBroker, free_port
 
-__all__ = ["ROLES", "Stack", "StackConfig", "metric_total", "scrape"]
+__all__ = ["ROLES", "Stack", "StackConfig", "metric_total", "scrape", "stop_process_group"]
 
 ROLES: Final = ("gateway", "sink", "dashboard")
 _PR_SET_PDEATHSIG: Final = 1
@@ -39,6 +39,27 @@ _PR_SET_PDEATHSIG: Final = 1
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def stop_process_group(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+    """SIGCONT + SIGTERM ``proc`` (a session leader), wait ``timeout``, then SIGKILL its whole group.
+
+    Returns the exit code. Workers left behind by a killed parent die with it (PDEATHSIG);
+    the final group kill is a backstop.
+    """
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGCONT)  # a paused process cannot handle SIGTERM
+            os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode
 
 
 def scrape(url: str, timeout: float = 2.0) -> str:
@@ -245,24 +266,7 @@ class Stack:
         proc = self.processes.pop(role, None)
         if proc is None:
             return None
-        if proc.poll() is None:
-            self.signal_pid(proc.pid, signal.SIGCONT)
-            self.signal_pid(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        # Workers left behind by a killed parent die with it (PDEATHSIG); the group kill is a backstop.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        return proc.returncode
-
-    @staticmethod
-    def signal_pid(pid: int, signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)
+        return stop_process_group(proc, timeout)
 
     def stop(self, timeout: float = 30.0) -> dict[str, int | None]:
         """Stop everything in reverse start order; returns each role's exit code. Idempotent."""
