@@ -14,7 +14,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
 
@@ -24,6 +24,18 @@ from footfall.reports import SCHEMA_VERSION, ReportType, encode_report
 from stack.broker import free_port
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+class FakeRecord(NamedTuple):
+    """Stands in for aiokafka's ConsumerRecord in unit tests (same attribute names)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
 
 
 def make_records(

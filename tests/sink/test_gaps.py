@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import random
 from pathlib import Path
-from typing import NamedTuple
 
 from footfall.generator import DEFAULT_START_DATE, day_start_ms, original_visits, user_id
 from footfall.reports import encode_report
@@ -21,19 +20,10 @@ from sink.retry import SideProducer
 from sink.settings import SinkSettings
 from sink.worker import GroupWorker
 from sink.writer import PartitionWriter
+from tests.sink.support import FakeRecord
 
 TP = TopicPartition("visit", 0)
 RETRY_TP = TopicPartition("visit.retry", 0)
-
-
-class _Record(NamedTuple):
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...]
 
 
 class _FakeConsumer:
@@ -62,16 +52,16 @@ class _Clock:
         return self.now
 
 
-def _records(offsets: list[int], tp: TopicPartition = TP) -> list[_Record]:
+def _records(offsets: list[int], tp: TopicPartition = TP) -> list[FakeRecord]:
     rng = random.Random(7)
     day = day_start_ms(DEFAULT_START_DATE, 0)
-    out: list[_Record] = []
+    out: list[FakeRecord] = []
     while len(out) < len(offsets):
         for report in original_visits(rng, user_id(rng), day):
             if len(out) < len(offsets):
                 off = offsets[len(out)]
                 out.append(
-                    _Record(tp.topic, tp.partition, off, day, b"k", encode_report(report), (("ff-type", b"visit"),))
+                    FakeRecord(tp.topic, tp.partition, off, day, b"k", encode_report(report), (("ff-type", b"visit"),))
                 )
     return out
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from typing import NamedTuple
 
 import pytest
 
@@ -12,25 +11,16 @@ from footfall.reports import encode_report
 from sink.checkpoint import Checkpoint
 from sink.poison import PoisonCheck, type_of_topic
 from sink.retry import lander_decision
+from tests.sink.support import FakeRecord
 
 
-class _Record(NamedTuple):
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...]
-
-
-def _records(kind: str = "visit", n: int = 24) -> list[_Record]:
+def _records(kind: str = "visit", n: int = 24) -> list[FakeRecord]:
     rng = random.Random(3)
     uid = user_id(rng)
     day = day_start_ms(DEFAULT_START_DATE, 0)
     reports = (original_visits if kind == "visit" else original_activities)(rng, uid, day) * (n // 12)
     return [
-        _Record("t", 0, i, day, b"k", encode_report(r), (("ff-type", kind.encode()), ("ff-schema", b"1")))
+        FakeRecord("t", 0, i, day, b"k", encode_report(r), (("ff-type", kind.encode()), ("ff-schema", b"1")))
         for i, r in enumerate(reports)
     ]
 
