@@ -287,6 +287,23 @@ class Stack:
         """Records the sink has fsynced into files."""
         return metric_total(self.metrics("sink"), "footfall_sink_records_written_total")
 
+    def wait_landed(self, timeout: float = 60.0) -> bool:
+        """After the load stopped: wait until the sink has landed all the gateway accepted.
+
+        Each worker's counters reach ``/metrics`` through a snapshot written every second, so
+        one reading can be a second stale. ``accepted`` is trusted only once two readings 1.2 s
+        apart agree (no worker still catching up). Returns False on ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        previous = -1.0
+        while time.monotonic() < deadline:
+            accepted = self.accepted()
+            if accepted == previous and self.landed() >= accepted:
+                return True
+            previous = accepted
+            time.sleep(1.2)
+        return False
+
     def bench_command(self, *args: str) -> list[str]:
         """``python -m bench --web-service <gateway> ARGS``."""
         return [sys.executable, "-m", "bench", "--web-service", self.gateway_url, *args]

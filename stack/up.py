@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -132,7 +133,8 @@ def run(settings: UpSettings) -> int:
                 bench.wait(30)
             except subprocess.TimeoutExpired:
                 bench.kill()
-        _wait_landed(stack)
+        with contextlib.suppress(OSError):
+            stack.wait_landed(timeout=15.0)
         final = _line(stack)
         codes = stack.stop()
         print(f"  {final}")
@@ -154,18 +156,6 @@ def run(settings: UpSettings) -> int:
         if bench is not None and bench.poll() is None:
             bench.kill()
         stack.stop(timeout=5.0)
-
-
-def _wait_landed(stack: Stack, timeout: float = 15.0) -> None:
-    """Wait until the sink has landed what the gateway accepted (or ``timeout``)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if stack.landed() >= stack.accepted():
-                return
-        except OSError:
-            return
-        time.sleep(0.2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

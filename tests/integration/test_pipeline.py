@@ -115,7 +115,8 @@ def test_bench_load_lands_exactly_once(stack: Stack, tmp_path: Path) -> None:
     summary = orjson.loads(run_json.read_bytes())
     assert summary, "bench wrote an empty summary"
 
-    _wait(lambda: stack.landed() >= stack.accepted() > 0, 60, "the sink to land what the gateway accepted")
+    assert stack.wait_landed(timeout=60), "the sink did not land what the gateway accepted"
+    assert stack.accepted() > 0
     verify = subprocess.run(
         [
             sys.executable,
