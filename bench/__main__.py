@@ -2,7 +2,7 @@
 
 Exit codes: 0 success; 1 the run's error rate exceeded ``--max-error-rate``, a worker
 process was lost, the web service was unreachable, or verify found lost, duplicated or
-unexpected reports; 2 bad flags or settings.
+unexpected reports, or the ``--json`` file's directory is not writable; 2 bad flags or settings.
 """
 
 from __future__ import annotations
@@ -29,9 +29,12 @@ Check delivery afterwards:  python -m bench verify RUN.json --record-directory D
 """
 
 _VERIFY_DESCRIPTION = """\
-Compare what the gateway acknowledged (the ledger in RUN.json, written by 'bench --json')
-with what landed in <DIR>/<topic>/date=*/*.jsonl. Prints lost=… duplicated=… unexpected=…
-and exits 1 if any of them is not zero.
+Compare every report the bench sent (regenerated from RUN.json, written by 'bench --json')
+with what landed in <DIR>/<topic>/date=*/*.jsonl: each acknowledged report exactly once,
+byte-identical, in the partition its userId maps to, in order, in a date folder of the run.
+Prints one line (lost=… duplicated=… unexpected=… altered=… misplaced=… out_of_order=…
+foreign=… …) and exits 1 if any error counter is not zero; reports of other runs sharing
+the directory are counted as foreign, not an error.
 """
 
 
@@ -54,6 +57,12 @@ def _run(argv: list[str]) -> int:
     parser.parser.epilog = "subcommand:\n  verify RUN.json --record-directory DIR   (footfall bench verify --help)"
     settings: BenchSettings = parser.parse(argv)
     configure_logging(settings.log_level, "bench")
+    if settings.json:  # the ledger is written at the end: a directory that refuses it must fail now
+        from pathlib import Path
+
+        from footfall.preflight import check_directory
+
+        check_directory(Path(settings.json).resolve().parent, "--json")
     seed = resolve_seed(settings)
     print(f"bench: seed {seed} (--seed {seed} reproduces the data)", file=sys.stderr)
     live = LiveProgress(settings)
@@ -113,6 +122,7 @@ def _verify(argv: list[str]) -> int:
             settings.record_directory,
             visit_topic=settings.visit_topic,
             activity_topic=settings.activity_topic,
+            partitions=settings.partitions,
         )
     except RunFileError as exc:
         print(f"error: {exc}", file=sys.stderr)

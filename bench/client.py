@@ -4,18 +4,20 @@ A load generator must never be the bottleneck: a general client (aiohttp) spends
 CPU per request than the gateway it measures. The bench needs one thing only — POST a
 prepared body on a persistent connection and read status, a few headers and the body — so
 this module writes the request bytes itself and parses just enough of the response:
-status line, ``Content-Length`` / ``Transfer-Encoding: chunked``, ``Connection: close`` and
-``Retry-After``. One request in flight per connection (no pipelining), as a real client.
+status line, ``Content-Length`` / ``Transfer-Encoding: chunked``, ``Connection: close``,
+``Retry-After`` and, for an error, the gateway's error code (``"error"`` of its JSON body).
+One request in flight per connection (no pipelining), as a real client.
 
 Delivery semantics: a POST is never resent by this module. A failure is reported as an
-:class:`Outcome` with a ``kind``; the caller decides about retries (and records each failed
-attempt, since the server may have acted on it).
+:class:`Outcome` with a ``kind``; the caller decides about retries and records each failed
+attempt, noting whether the server may have acted on it (:attr:`Outcome.maybe_written`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import ssl
 import urllib.parse
 import weakref
@@ -58,12 +60,40 @@ def _header(head: bytes, key: bytes) -> bytes | None:
     return head[i : j if j >= 0 else len(head)].strip()
 
 
+#: 503 codes the gateway answers before it hands anything to Kafka (its in-flight cap, the broker
+#: known down): such an attempt cannot have landed. Other 503s (a produce that timed out or
+#: failed) may have landed some or all of the request.
+_REFUSED_503: Final = frozenset({"saturated", "broker_unreachable"})
+_ERROR_CODE: Final = re.compile(rb'"error"\s*:\s*"([A-Za-z0-9_]{1,64})"')
+
+
+def _error_code(body: bytes) -> str:
+    """The ``"error"`` code of a gateway error body (``""`` if there is none)."""
+    m = _ERROR_CODE.search(body, 0, 4096)
+    return m[1].decode() if m else ""
+
+
 class Outcome(NamedTuple):
     """How one request ended. ``status`` is 0 when no response arrived."""
 
     kind: str
     status: int = 0
     retry_after: float | None = None
+    error: str = ""  # the gateway's error code, for an error response with a JSON body
+
+    @property
+    def maybe_written(self) -> bool:
+        """False when the gateway certainly wrote nothing of a failed attempt.
+
+        Nothing was sent (connection refused), or the gateway refused the request before
+        producing: any 4xx (it validates first), a 503 ``saturated`` / ``broker_unreachable``.
+        Everything else (a timeout, a dropped connection, another 5xx) may have landed.
+        """
+        if self.kind == KIND_CONNECT:
+            return False
+        if self.kind == KIND_HTTP:
+            return not (400 <= self.status < 500 or (self.status == 503 and self.error in _REFUSED_503))
+        return self.kind != KIND_OK
 
     @property
     def ok(self) -> bool:
@@ -208,6 +238,7 @@ class Connection:
         self._need = -1  # body bytes still expected; -1 = in the head, -2 = chunked
         self._close_after = False
         self._retry_after: float | None = None
+        self._error = ""
 
     def _lost(self) -> None:
         self._wire = None
@@ -256,7 +287,7 @@ class Connection:
         assert self._transport is not None
         waiter: asyncio.Future[Outcome] = self._loop.create_future()
         self._waiter = waiter
-        self._status, self._need, self._close_after, self._retry_after = 0, -1, False, None
+        self._status, self._need, self._close_after, self._retry_after, self._error = 0, -1, False, None, ""
         self._buf.clear()
         self._deadline = deadline
         self._sweeper.add(self)
@@ -318,9 +349,11 @@ class Connection:
         elif len(buf) < self._need:
             return
         else:
+            if self._status >= 300:
+                self._error = _error_code(bytes(buf[: self._need]))
             del buf[: self._need]
         status = self._status
-        outcome = Outcome(KIND_OK if 200 <= status < 300 else KIND_HTTP, status, self._retry_after)
+        outcome = Outcome(KIND_OK if 200 <= status < 300 else KIND_HTTP, status, self._retry_after, self._error)
         if self._close_after:
             self.close()
         self._finish(outcome)

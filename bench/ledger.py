@@ -1,11 +1,12 @@
 """What the gateway acknowledged, recorded compactly so verification scales to millions of reports.
 
-A report is identified by content: (type, userId, enter/start time). Every client's data is
-a pure function of (profile, seed, client index, day, type), so the ledger keeps, per client
-and report type, only the *days* whose request got a 2xx — as a list of half-open ranges
-``[[first, end), …]`` (a closed-loop client acknowledges days in order, so that is usually one
-range) — and the days whose requests failed, with the number of failed attempts. ``verify``
-regenerates the report keys from it.
+Every client's data is a pure function of (profile, seed, run id, client index, day, type),
+and one request carries one (client, type, day). So the ledger keeps, per client and report
+type, only the *days* whose request got a 2xx — as a list of half-open ranges ``[[first, end), …]``
+(a closed-loop client acknowledges days in order, so that is usually one range) — and, per day
+with failed attempts, ``[day, attempts, maybe_written]``: how many attempts failed, and how
+many of those the gateway may have written (not the ones it refused before producing, see
+:attr:`bench.client.Outcome.maybe_written`). ``verify`` regenerates every report from it.
 """
 
 from __future__ import annotations
@@ -85,16 +86,23 @@ class ClientLedger:
         self.client = client
         self.user_id = user_id
         self.acked: dict[ReportType, DayRanges] = {t: DayRanges() for t in ReportType}
-        self.failed: dict[ReportType, dict[int, int]] = {t: {} for t in ReportType}
+        #: per type: day -> [failed attempts, of which maybe written]
+        self.failed: dict[ReportType, dict[int, list[int]]] = {t: {} for t in ReportType}
 
     def ack(self, report_type: ReportType, day: int) -> None:
         """The request for (type, day) got a 2xx: each of its reports must land exactly once."""
         self.acked[report_type].add(day)
 
-    def fail(self, report_type: ReportType, day: int) -> None:
-        """An attempt for (type, day) failed: its reports may or may not have landed."""
-        failed = self.failed[report_type]
-        failed[day] = failed.get(day, 0) + 1
+    def fail(self, report_type: ReportType, day: int, *, maybe_written: bool = True) -> None:
+        """An attempt for (type, day) failed; ``maybe_written``: its reports may have landed."""
+        counts = self.failed[report_type].setdefault(day, [0, 0])
+        counts[0] += 1
+        counts[1] += maybe_written
+
+    def maybe_written(self, report_type: ReportType, day: int) -> int:
+        """Failed attempts of (type, day) that may have landed: extra copies they can explain."""
+        counts = self.failed[report_type].get(day)
+        return counts[1] if counts else 0
 
     def to_json(self) -> dict[str, Any]:
         """The ledger entry of the run file."""
@@ -102,7 +110,7 @@ class ClientLedger:
             "client": self.client,
             "userId": self.user_id,
             "acked": {str(t): self.acked[t].to_list() for t in ReportType},
-            "failed": {str(t): [[d, n] for d, n in sorted(self.failed[t].items())] for t in ReportType},
+            "failed": {str(t): [[d, n, w] for d, (n, w) in sorted(self.failed[t].items())] for t in ReportType},
         }
 
     @classmethod
@@ -111,5 +119,5 @@ class ClientLedger:
         ledger = cls(int(entry["client"]), str(entry["userId"]))
         for t in ReportType:
             ledger.acked[t] = DayRanges(entry["acked"][str(t)])
-            ledger.failed[t] = {int(d): int(n) for d, n in entry["failed"][str(t)]}
+            ledger.failed[t] = {int(d): [int(n), int(w)] for d, n, w in entry["failed"][str(t)]}
         return ledger

@@ -3,10 +3,11 @@
 Live progress uses rich on a terminal (refreshed 4 times a second); when stderr is not a
 TTY, or with ``--quiet``, it is one plain line every ``--progress-interval`` seconds.
 
-The run file (format ``footfall-bench-run``, version 1) holds the settings (seed resolved),
-library versions, counts, errors, latency percentiles, throughput, and the *ledger*: per
-client its userId, the days acknowledged per report type as half-open ranges, and the
-failed attempts per (type, day). ``bench verify`` reads it.
+The run file (format ``footfall-bench-run``, version 2) holds the settings (seed resolved),
+the run id (12 hex digits, derived into every userId: :mod:`bench.identity`), library
+versions, counts, errors, latency percentiles, throughput, and the *ledger*: per client its
+userId, the days acknowledged per report type as half-open ranges, and the failed attempts
+per (type, day) with how many of them may have been written. ``bench verify`` reads it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any, Final, TextIO
 
 import msgspec
 
+from bench.identity import format_run_id
 from bench.latency import LatencyHistogram
 from bench.runner import Progress, RunResult, mode_of
 from bench.settings import BenchSettings
@@ -32,7 +34,7 @@ from bench.worker import Snapshot
 __all__ = ["RUN_FORMAT", "RUN_VERSION", "LiveProgress", "error_rate", "print_summary", "summary", "write_run_file"]
 
 RUN_FORMAT: Final = "footfall-bench-run"
-RUN_VERSION: Final = 1
+RUN_VERSION: Final = 2  # 2: run_id, userIds derived from it, failed attempts as [day, n, maybe_written]
 _LIBRARIES: Final = ("footfall", "msgspec", "uvloop", "hdrhistogram", "rich", "orjson")
 
 
@@ -67,6 +69,7 @@ def summary(result: RunResult) -> dict[str, Any]:
         "mode": mode,
         "settings": settings,
         "seed": result.seed,
+        "run_id": format_run_id(result.run_id),
         "profile": result.settings.profile,
         "start_date": result.settings.start_date.isoformat(),
         "versions": _versions(),
@@ -124,7 +127,10 @@ def print_summary(content: dict[str, Any], stream: TextIO | None = None) -> None
 
     console = Console(file=stream or sys.stdout, highlight=False)
     counts, lat, thr = content["counts"], content["latency_ms"], content["throughput"]
-    title = f"footfall bench — {content['mode']} mode, profile {content['profile']}, seed {content['seed']}"
+    title = (
+        f"footfall bench — {content['mode']} mode, profile {content['profile']}, seed {content['seed']}, "
+        f"run {content['run_id']}"
+    )
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")

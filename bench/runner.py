@@ -26,6 +26,7 @@ from typing import Any, Final
 import msgspec
 
 from bench.client import WebService
+from bench.identity import new_run_id
 from bench.latency import LatencyHistogram
 from bench.profiles import make_profile
 from bench.settings import BenchSettings
@@ -55,6 +56,7 @@ class RunResult(msgspec.Struct, kw_only=True):
 
     settings: BenchSettings
     seed: int
+    run_id: int  # derived into the userIds (bench.identity): tells this run's reports from others'
     started_at: str
     elapsed_s: float
     totals: Snapshot
@@ -100,6 +102,8 @@ async def run(
     settings: BenchSettings,
     seed: int,
     on_start: Callable[[Progress], None] | None = None,
+    *,
+    run_id: int | None = None,
 ) -> RunResult:
     """Run the load described by ``settings`` to its end (budget, duration or signal).
 
@@ -108,22 +112,25 @@ async def run(
         seed: the resolved seed (:func:`resolve_seed`).
         on_start: called once the workers run, with a function returning the current totals
             and latency histogram (for live progress).
+        run_id: the run id the userIds derive from (:mod:`bench.identity`); a fresh random
+            one by default, so no two runs share userIds even with one seed.
 
     Raises:
         ConfigError: bad settings (web service URL, profile).
         WebServiceError: the web service is unreachable at start.
     """
     service = WebService(settings.web_service)
-    make_profile(settings.profile, seed, settings.start_date)  # validate before probing
+    run_id = new_run_id() if run_id is None else run_id
+    make_profile(settings.profile, seed, settings.start_date, run_id)  # validate before probing
     await service.probe(min(settings.timeout, 10.0))
     started_at = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
     t0 = time.monotonic()
     # No more processes than clients, nor than requests (a worker's budget share of 0 would mean "unlimited").
     processes = min(settings.processes, settings.concurrent_clients, settings.requests or settings.processes)
     if processes == 1:
-        result = await _run_here(settings, seed, on_start)
+        result = await _run_here(settings, seed, run_id, on_start)
     else:
-        result = await _run_spread(settings, seed, processes, on_start)
+        result = await _run_spread(settings, seed, run_id, processes, on_start)
     result.started_at = started_at
     result.elapsed_s = time.monotonic() - t0
     return result
@@ -151,8 +158,10 @@ class _Signals:
         (self._stop if self.count == 1 else self._force)()
 
 
-async def _run_here(settings: BenchSettings, seed: int, on_start: Callable[[Progress], None] | None) -> RunResult:
-    profile = make_profile(settings.profile, seed, settings.start_date)
+async def _run_here(
+    settings: BenchSettings, seed: int, run_id: int, on_start: Callable[[Progress], None] | None
+) -> RunResult:
+    profile = make_profile(settings.profile, seed, settings.start_date, run_id)
     worker = Worker(
         settings,
         profile,
@@ -167,6 +176,7 @@ async def _run_here(settings: BenchSettings, seed: int, on_start: Callable[[Prog
     return RunResult(
         settings=settings,
         seed=seed,
+        run_id=run_id,
         started_at="",
         elapsed_s=0.0,
         totals=merge([worker.stats]),
@@ -180,7 +190,7 @@ async def _run_here(settings: BenchSettings, seed: int, on_start: Callable[[Prog
 # -- several processes ------------------------------------------------------------------------
 
 
-def _child_main(settings_json: bytes, seed: int, worker_index: int, processes: int, conn: Any) -> None:
+def _child_main(settings_json: bytes, seed: int, run_id: int, worker_index: int, processes: int, conn: Any) -> None:
     """Entry point of a worker process (``spawn``): run one worker, report over ``conn``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     settings = msgspec.json.decode(settings_json, type=BenchSettings)
@@ -190,14 +200,16 @@ def _child_main(settings_json: bytes, seed: int, worker_index: int, processes: i
     try:
         import uvloop
 
-        uvloop.run(_child_async(settings, seed, worker_index, processes, conn))
+        uvloop.run(_child_async(settings, seed, run_id, worker_index, processes, conn))
     finally:
         conn.close()
 
 
-async def _child_async(settings: BenchSettings, seed: int, worker_index: int, processes: int, conn: Any) -> None:
+async def _child_async(
+    settings: BenchSettings, seed: int, run_id: int, worker_index: int, processes: int, conn: Any
+) -> None:
     loop = asyncio.get_running_loop()
-    profile = make_profile(settings.profile, seed, settings.start_date)
+    profile = make_profile(settings.profile, seed, settings.start_date, run_id)
     worker = Worker(
         settings,
         profile,
@@ -241,7 +253,7 @@ async def _child_async(settings: BenchSettings, seed: int, worker_index: int, pr
 
 
 async def _run_spread(
-    settings: BenchSettings, seed: int, processes: int, on_start: Callable[[Progress], None] | None
+    settings: BenchSettings, seed: int, run_id: int, processes: int, on_start: Callable[[Progress], None] | None
 ) -> RunResult:
     loop = asyncio.get_running_loop()
     ctx = multiprocessing.get_context("spawn")
@@ -256,7 +268,7 @@ async def _run_spread(
     for k in range(processes):
         parent_end, child_end = ctx.Pipe()
         proc = ctx.Process(
-            target=_child_main, args=(settings_json, seed, k, processes, child_end), name=f"bench-worker-{k}"
+            target=_child_main, args=(settings_json, seed, run_id, k, processes, child_end), name=f"bench-worker-{k}"
         )
         proc.start()
         child_end.close()
@@ -324,6 +336,7 @@ async def _run_spread(
     return RunResult(
         settings=settings,
         seed=seed,
+        run_id=run_id,
         started_at="",
         elapsed_s=0.0,
         totals=totals,

@@ -74,6 +74,9 @@ class VerifySettings(msgspec.Struct, frozen=True, kw_only=True):
     )
     visit_topic: Annotated[str, Meta(description="topic (directory) holding visits")] = "visit"
     activity_topic: Annotated[str, Meta(description="topic (directory) holding activities")] = "activity"
+    partitions: Annotated[
+        int | None, Meta(description="partitions of the topics, >= 1 (default: read from the sink's checkpoints)")
+    ] = None
     # Its own env var: FOOTFALL_BENCH_JSON names the *run* file, which this must never overwrite.
     json: Annotated[
         str | None,

@@ -1,120 +1,156 @@
-"""End-to-end verification: did every acknowledged report land exactly once?
+"""End-to-end verification: did every report the bench sent land exactly as the gateway answered?
 
 Inputs: the run file (``bench --json RUN.json``) and the sink's record directory
-``<DIR>/<topic>/date=*/<topic>+<partition>+<offset>.jsonl`` (one report JSON per line).
+``<DIR>/<topic>/date=*/<topic>+<partition>+[g<generation>+]<offset>.jsonl`` (one report per line).
 
-A report is identified by content: (type, userId, enter/start time). The run file's ledger
-says, per client and type, which days were acknowledged (2xx) and which attempts failed; the
-profile regenerates those days' report times, so the expected set is never stored.
+What verify knows. Every report the bench sent is a pure function of (profile, seed, run id,
+client, day, type), and the run file's ledger says which (client, type, day) requests were
+acknowledged (2xx) and how many attempts of each failed, and of those how many the gateway
+may have written. So verify regenerates the exact bytes the gateway lands for each report
+(its compact re-encoding, one line) and knows, per report: how many copies may land, the
+partition its key maps to (murmur2 of the userId, as the producer), and its place in its
+user's order. The run id (:mod:`bench.identity`) is in every userId: another run's reports,
+even with the same seed, are never taken for this run's.
 
-Counting, per expected report:
+Where a line may be. The sink files a record under the UTC date of its Kafka timestamp, which
+the gateway sets to the time it received the request: a line of this run is in a ``date=``
+folder of the run's wall-clock span (``started_at`` .. ``+elapsed_s``, ± 15 min of clock skew).
+A partition's files are its log in (generation, start offset) order; a ``<topic>.retry``
+partition's files are a log of their own (records parked and landed again), holding source
+partition ``p`` in retry partition ``p % retry partitions``. The number of partitions is
+``--partitions`` or else read from the sink's checkpoints (``_footfall/checkpoints/<topic>/``,
+one per partition it was ever assigned) and the segment names.
 
-* acknowledged, found 0 times -> **lost**;
-* acknowledged, found n > 1 times -> n - 1 **duplicated**, except that copies explained by
-  failed attempts for the same (type, day) (a timed-out request the gateway did write, then
-  resent) are counted as **redelivered**, not duplicated;
-* only failed attempts, found -> **failed_present** (else **failed_absent**); reported, never
-  an error, since the gateway may have written a request it did not acknowledge;
+Each complete line is counted in exactly one of these (they sum to ``lines``):
 
-and every landed line no ledger entry explains (unknown user, time, or more copies than
-attempts of a failed request) is **unexpected**; a line that is not a report is also counted
-as **corrupt**. A last line without its newline (a segment the sink is still writing) is
-ignored and counted as **partial**.
+* **present** — the first copy of an acknowledged report, in place (byte-identical, right
+  topic, partition and date folder); an acknowledged report without one is **lost**;
+* **failed_present** — the first copy of a report whose request only failed (the gateway may
+  have written it); one without any copy is counted in **failed_absent** (reports, not lines);
+* **redelivered** — a further copy that a failed, maybe-written attempt of the *same request*
+  explains (a request acknowledged after k such attempts may land 1 + k times);
+* **duplicated** — a copy beyond that (attempts the gateway refused before producing, a 4xx or
+  a 503 ``saturated``, explain none: a report whose attempts were all refused has no copy to
+  spare);
+* **misplaced** — byte-identical to a report of this run, but in another topic, partition or
+  date folder (it does not count as a copy: the report may then be lost);
+* **altered** — carries a userId of this run but is not byte-for-byte any report the bench sent;
+* **foreign** — a report of another bench run (its userId names another run id): not an
+  error, since runs may share a record directory;
+* **unexpected** — anything else: a userId no bench made, a client of this run the run file
+  does not list (a lost worker's), a line that is not JSON (also counted in **corrupt**).
 
-Speed: lines are decoded into a two-field Struct by msgspec (``decode_lines`` per file), and
-each key becomes one int, counted with ``collections.Counter`` (C-speed).
+**out_of_order** counts first copies (present or failed_present) that came before a report
+they must follow in their partition's log: within a request its reports are in array order;
+in the closed and ticking modes, where a client sends its next request only after the
+previous one was acknowledged, a user's requests are in sending order too (in the open model
+a client's requests overlap, so only the order within each holds). Only one user's order is
+defined: Kafka orders records per key, and lines carry no offsets. A last line without its
+newline (a segment the sink is still writing) is not a line: it is counted in **partial**.
+
+Any of lost, duplicated, unexpected, altered, misplaced, out_of_order is an error (exit 1).
+
+Speed: the regenerated lines and the landed lines are compared through Python's (C) hash of
+their bytes, a whole request at a time where its lines are contiguous, so the common path
+decodes no JSON and needs no per-line index; the rest goes line by line (the line index of a
+client is built when a line with its userId first needs it).
 """
 
 from __future__ import annotations
 
-import collections
+import array
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgspec
 
 from bench.errors import RunFileError
+from bench.identity import parse_run_id, parse_user_id
 from bench.ledger import ClientLedger
 from bench.profiles import Profile, make_profile
+from footfall.errors import ConfigError
+from footfall.kafka import partition_for
 from footfall.layout import check_topic, parse_segment_name
-from footfall.reports import ReportType
+from footfall.reports import ReportType, decode_report
 
 __all__ = ["VerifyResult", "verify", "write_result"]
 
-# A key packs (client, time offset) into one int: client * 2**_SHIFT + (time - base + 2**(_SHIFT-1)).
-_SHIFT: Final = 46  # ±1100 years of milliseconds around the start date
-_LIMIT: Final = 1 << _SHIFT
-
-
-class _VisitKey(msgspec.Struct):
-    userId: str
-    time: int = msgspec.field(name="enterTime")
-
-
-class _ActivityKey(msgspec.Struct):
-    userId: str
-    time: int = msgspec.field(name="startTime")
-
-
 _BLOCK: Final = 8 << 20  # read segments in blocks of whole lines: memory stays flat for big files
+_SAMPLES: Final = 5
+_CLOCK_SKEW: Final = dt.timedelta(minutes=15)
+# The sink's checkpoint directory (one <partition>.json per partition it was assigned).
+_CHECKPOINTS: Final = ("_footfall", "checkpoints")
+# A report's order fields: (client << 40) | (day << 8) | index. In the open model the order
+# scope is one request (client, day): shift 8; in the sequential modes one client: shift 40.
+_DAY_SHIFT: Final = 8
+_CLIENT_SHIFT: Final = 40
+_MAX_PER_REQUEST: Final = 1 << _DAY_SHIFT
+_ONES: Final = b"\x01" * _MAX_PER_REQUEST
+_TYPES: Final = tuple(ReportType)
 
 
-def _line_blocks(path: Path, result: VerifyResult) -> Iterator[bytes]:
-    """Blocks of complete lines of ``path``; a last line without newline counts as ``partial``."""
-    rest = b""
-    with path.open("rb") as f:
-        while block := f.read(_BLOCK):
-            block = rest + block
-            end = block.rfind(b"\n") + 1
-            rest = block[end:]
-            if end:
-                yield block[:end]
-    if rest:
-        result.partial += 1  # a segment still being written: its last line is incomplete
+class _UserId(msgspec.Struct):
+    userId: str
 
 
-_LINE_DECODERS: Final[dict[ReportType, msgspec.json.Decoder[Any]]] = {
-    ReportType.VISIT: msgspec.json.Decoder(_VisitKey),
-    ReportType.ACTIVITY: msgspec.json.Decoder(_ActivityKey),
-}
+_USER_DECODER: Final = msgspec.json.Decoder(_UserId)
 
 
 class VerifyResult(msgspec.Struct, kw_only=True):
-    """Outcome of :func:`verify`. ``ok`` when nothing was lost, duplicated or unexpected."""
+    """Outcome of :func:`verify` (see the module docstring). ``ok`` when no error counter is set."""
 
-    acknowledged: int = 0  # reports the gateway acknowledged (expected exactly once)
-    present: int = 0  # acknowledged reports found at least once
+    acknowledged: int = 0  # reports of acknowledged requests (each expected exactly once, in place)
+    present: int = 0
     lost: int = 0
     duplicated: int = 0
     unexpected: int = 0
-    redelivered: int = 0  # extra copies explained by failed attempts (not an error)
+    altered: int = 0
+    misplaced: int = 0
+    out_of_order: int = 0
+    foreign: int = 0  # lines of other bench runs (not an error)
+    redelivered: int = 0  # extra copies explained by maybe-written failed attempts (not an error)
     failed_present: int = 0  # reports of failed-only requests that landed anyway
     failed_absent: int = 0
     partial: int = 0  # half-written last lines ignored
-    corrupt: int = 0  # lines that are not reports (also counted in unexpected)
+    corrupt: int = 0  # lines that are not JSON reports (also counted in unexpected)
     lines: int = 0  # complete lines read
     files: int = 0
+    run_id: str = ""
+    partitions: dict[str, int] = msgspec.field(default_factory=dict)  # per topic, as used for placement
     by_type: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)
     samples: dict[str, list[str]] = msgspec.field(default_factory=dict)  # a few examples per problem
 
     @property
     def ok(self) -> bool:
-        """True when nothing was lost, duplicated or unexpected."""
-        return self.lost == 0 and self.duplicated == 0 and self.unexpected == 0
+        """True when nothing was lost, duplicated, unexpected, altered, misplaced or out of order."""
+        return not (self.lost or self.duplicated or self.unexpected or self.altered or self.misplaced) and not (
+            self.out_of_order
+        )
 
     def line(self) -> str:
         """``lost=… duplicated=… unexpected=… …`` (one line, for humans and scripts)."""
         return (
             f"lost={self.lost} duplicated={self.duplicated} unexpected={self.unexpected} partial={self.partial} "
-            f"acknowledged={self.acknowledged} present={self.present} redelivered={self.redelivered} "
-            f"failed_present={self.failed_present} failed_absent={self.failed_absent} corrupt={self.corrupt} "
-            f"lines={self.lines} files={self.files}"
+            f"altered={self.altered} misplaced={self.misplaced} out_of_order={self.out_of_order} "
+            f"foreign={self.foreign} acknowledged={self.acknowledged} present={self.present} "
+            f"redelivered={self.redelivered} failed_present={self.failed_present} "
+            f"failed_absent={self.failed_absent} corrupt={self.corrupt} lines={self.lines} files={self.files}"
         )
 
 
-_SAMPLES: Final = 5
+#: Line counters that partition ``lines`` (each complete line is in exactly one).
+LINE_COUNTERS: Final = (
+    "present",
+    "failed_present",
+    "redelivered",
+    "duplicated",
+    "misplaced",
+    "altered",
+    "foreign",
+    "unexpected",
+)
 
 
 def _sample(result: VerifyResult, problem: str, text: str) -> None:
@@ -123,8 +159,12 @@ def _sample(result: VerifyResult, problem: str, text: str) -> None:
         bucket.append(text)
 
 
+def _text(line: bytes) -> str:
+    return line[:160].decode(errors="replace")
+
+
 def _load_run(path: Path) -> dict[str, Any]:
-    from bench.report import RUN_FORMAT
+    from bench.report import RUN_FORMAT, RUN_VERSION
 
     try:
         content = msgspec.json.decode(path.read_bytes())
@@ -136,7 +176,80 @@ def _load_run(path: Path) -> dict[str, Any]:
         raise RunFileError(f"run file {path} is not JSON: {exc}") from exc
     if not isinstance(content, dict) or content.get("format") != RUN_FORMAT:
         raise RunFileError(f'{path} is not a bench run file (no "format": "{RUN_FORMAT}")')
+    if content.get("version") != RUN_VERSION:
+        raise RunFileError(
+            f"{path} is a version {content.get('version')} run file; this verify reads version {RUN_VERSION}: "
+            "run the bench again with this version"
+        )
     return content
+
+
+class _Expected:
+    """Every report of one type the bench sent, indexed by the hash of its exact line."""
+
+    __slots__ = (
+        "acked",
+        "allowed",
+        "client_of",
+        "client_range",
+        "copies",
+        "index",
+        "indexed",
+        "line_hash",
+        "order",
+        "partition",
+        "request_bytes",
+        "request_hash",
+        "request_of",
+        "request_size",
+        "request_start",
+        "user_of",
+    )
+
+    def __init__(self) -> None:
+        # hash(line) -> report number, filled per client on first need (:meth:`find`): most
+        # lines are matched as whole requests and never need it.
+        self.index: dict[int, int] = {}
+        self.indexed: set[int] = set()  # clients whose lines are in ``index``
+        self.line_hash = array.array("q")  # per report: hash of its line
+        self.client_range: dict[int, tuple[int, int]] = {}  # client -> its report numbers [a, b)
+        self.client_of: dict[str, int] = {}  # userId -> client
+        self.order = array.array("q")  # (client << 40) | (day << 8) | index
+        self.partition = array.array("l")  # the partition its key maps to
+        self.allowed = bytearray()  # copies that may land (1 per ack, 1 per maybe-written attempt)
+        self.acked = bytearray()  # 1 for a report of an acknowledged request
+        self.copies = bytearray()  # copies found in place (filled by _scan, saturating at 255)
+        self.user_of: dict[int, str] = {}  # client -> userId (for samples)
+        # Per request: its first line's hash -> request number; its first report number, its
+        # number of reports, its bytes' length and hash (all its lines, as the gateway lands them).
+        self.request_of: dict[int, int] = {}
+        self.request_start = array.array("q")
+        self.request_size = array.array("l")
+        self.request_bytes = array.array("q")
+        self.request_hash = array.array("q")
+
+    def find(self, line: bytes) -> int | None:
+        """The report number whose line is ``line`` byte for byte, or ``None``."""
+        h = hash(line)
+        n = self.index.get(h)
+        if n is not None:
+            return n
+        # Only a report of the client whose userId the line carries can be byte-identical to it.
+        try:
+            client = self.client_of.get(_USER_DECODER.decode(line).userId)
+        except msgspec.DecodeError:
+            return None
+        if client is None or client in self.indexed:
+            return None
+        self.indexed.add(client)
+        a, b = self.client_range[client]
+        self.index.update(zip(self.line_hash[a:b], range(a, b), strict=True))
+        return self.index.get(h)
+
+
+class _Window(NamedTuple):
+    first: str  # date=YYYY-MM-DD folder names the run's lines may be in (inclusive, ISO order)
+    last: str
 
 
 def verify(
@@ -144,142 +257,423 @@ def verify(
     record_directory: str | Path,
     visit_topic: str = "visit",
     activity_topic: str = "activity",
+    partitions: int | None = None,
 ) -> VerifyResult:
     """Check the record directory against the run file; see the module docstring.
 
+    Args:
+        run_json_path: the run file.
+        record_directory: the sink's record directory.
+        visit_topic, activity_topic: the topics (directories) of each report type.
+        partitions: the topics' partition count; by default read from the sink's checkpoints
+            and the segment names.
+
     Raises:
-        RunFileError: the run file is missing, unreadable or not a bench run file, or the
-            record directory does not exist.
+        RunFileError: the run file is missing, unreadable, not a bench run file, or of another
+            version, or the record directory does not exist.
         ConfigError: a topic name is not a legal (path-safe) topic name.
     """
+    if partitions is not None and partitions < 1:
+        raise ConfigError(f"--partitions: expected a partition count >= 1, got {partitions}")
     run = _load_run(Path(run_json_path))
-    if not Path(record_directory).is_dir():
+    root = Path(record_directory)
+    if not root.is_dir():
         raise RunFileError(f"record directory {record_directory} does not exist (--record-directory)")
     topics = {ReportType.VISIT: check_topic(visit_topic), ReportType.ACTIVITY: check_topic(activity_topic)}
     try:
         start_date = dt.date.fromisoformat(run["start_date"])
-        profile = make_profile(run["profile"], int(run["seed"]), start_date)
+        run_id = parse_run_id(str(run["run_id"]))
+        profile = make_profile(run["profile"], int(run["seed"]), start_date, run_id)
         ledgers = [ClientLedger.from_json(entry) for entry in run["ledger"]["clients"]]
+        started = dt.datetime.fromisoformat(run["started_at"])
+        finished = started + dt.timedelta(seconds=float(run["elapsed_s"]))
+        sequential = run["mode"] != "open"
     except (KeyError, TypeError, ValueError) as exc:
         raise RunFileError(f"run file {run_json_path} is malformed: {exc!r}") from exc
-    base = int(dt.datetime(start_date.year, start_date.month, start_date.day, tzinfo=dt.UTC).timestamp()) * 1000
-    base -= 1 << (_SHIFT - 1)
-    clients = {ledger.user_id: ledger.client for ledger in ledgers}
-    result = VerifyResult()
-    root = Path(record_directory)
+    window = _Window(
+        f"date={(started - _CLOCK_SKEW).astimezone(dt.UTC).date().isoformat()}",
+        f"date={(finished + _CLOCK_SKEW).astimezone(dt.UTC).date().isoformat()}",
+    )
+    result = VerifyResult(run_id=str(run["run_id"]))
+    counts = {t: _count_partitions(root, topics[t], partitions) for t in ReportType}
+    result.partitions = {topics[t]: counts[t][0] for t in ReportType}
+    expected = _expect(ledgers, profile, {t: counts[t][0] for t in ReportType})
+    shift = _CLIENT_SHIFT if sequential else _DAY_SHIFT
     for report_type in ReportType:
-        # One type at a time, and no name kept on the counter: its memory goes before the next type's.
-        _compare(
+        stats = dict.fromkeys((*LINE_COUNTERS, "out_of_order", "corrupt", "lines", "partial"), 0)
+        other = expected[ReportType.ACTIVITY if report_type is ReportType.VISIT else ReportType.VISIT]
+        _scan(
             result,
+            stats,
+            root,
+            topics[report_type],
+            counts[report_type],
+            expected[report_type],
+            other,
+            window,
+            run_id,
+            shift,
             report_type,
-            _count_found(result, root, topics[report_type], report_type, clients, base),
-            ledgers,
-            profile,
-            base,
         )
+        _settle(result, stats, expected[report_type], report_type)
+        for name, n in stats.items():
+            setattr(result, name, getattr(result, name) + n)
+        result.by_type[str(report_type)] = stats
     return result
 
 
-def _count_found(
-    result: VerifyResult,
-    root: Path,
-    topic: str,
-    report_type: ReportType,
-    clients: dict[str, int],
-    base: int,
-) -> collections.Counter[int]:
-    """Count each landed report's key; unknown users go straight to ``unexpected``."""
-    found: collections.Counter[int] = collections.Counter()
-    decoder = _LINE_DECODERS[report_type]
-    time_field = "enterTime" if report_type is ReportType.VISIT else "startTime"
-    for path in sorted(root.glob(f"{topic}/date=*/*.jsonl")):
-        if parse_segment_name(path.name) is None:
-            continue
-        result.files += 1
-        for data in _line_blocks(path, result):
-            try:
-                records = decoder.decode_lines(data)
-            except msgspec.DecodeError:
-                records = _decode_tolerant(result, decoder, data, path)
-            result.lines += data.count(b"\n")
-            keys: list[int] = []
-            append = keys.append
-            for record in records:
-                client = clients.get(record.userId)
-                offset = record.time - base
-                if client is None or not 0 <= offset < _LIMIT:  # an absurd time would alias another client's keys
-                    result.unexpected += 1
-                    _sample(result, "unexpected", f"{report_type} userId={record.userId} {time_field}={record.time}")
-                    continue
-                append((client << _SHIFT) + offset)
-            found.update(keys)
-    return found
+def _count_partitions(root: Path, topic: str, given: int | None) -> tuple[int, int]:
+    """(partitions of ``topic``, of ``<topic>.retry``): ``given``, else the most any source shows."""
+
+    def seen(name: str) -> int:
+        best = 0
+        state = root.joinpath(*_CHECKPOINTS, name)
+        if state.is_dir():
+            for path in state.glob("*.json"):
+                if path.stem.isdigit():
+                    best = max(best, int(path.stem) + 1)
+        for path in root.glob(f"{topic}/date=*/{name}+*.jsonl"):
+            parsed = parse_segment_name(path.name)
+            if parsed is not None and parsed.topic == name:
+                best = max(best, parsed.partition + 1)
+        return best
+
+    main = given if given is not None else max(1, seen(topic))
+    return main, max(1, seen(f"{topic}.retry"))
 
 
-def _decode_tolerant(result: VerifyResult, decoder: msgspec.json.Decoder[Any], data: bytes, path: Path) -> list[Any]:
-    """Line-by-line fallback when a file has a line that is not a report."""
-    out = []
-    for number, line in enumerate(data.split(b"\n"), 1):
-        if not line:
-            continue
-        try:
-            out.append(decoder.decode(line))
-        except msgspec.DecodeError:
-            result.corrupt += 1
-            result.unexpected += 1
-            _sample(result, "corrupt", f"{path.name}:{number}")
+def _expect(
+    ledgers: list[ClientLedger], profile: Profile, partitions: dict[ReportType, int]
+) -> dict[ReportType, _Expected]:
+    """Regenerate every report the ledgers say was sent (the draws in the bench's order)."""
+    out = {t: _Expected() for t in ReportType}
+    for ledger in ledgers:
+        client = profile.client(ledger.client)
+        user = str(client.user_id)
+        if user != ledger.user_id:
+            raise RunFileError(
+                f"client {ledger.client}: the run file says userId {ledger.user_id}, the profile makes {user}; "
+                "the run file was edited or written by another bench version"
+            )
+        key = user.encode()
+        last_day = max(max(max(ledger.acked[t], default=-1), max(ledger.failed[t], default=-1)) for t in ReportType)
+        for t in ReportType:
+            out[t].user_of[ledger.client] = user
+        part = {t: array.array("l", [partition_for(key, partitions[t])]) for t in ReportType}
+        sent: dict[ReportType, list[bytes]] = {t: [] for t in ReportType}
+        acked_days = {t: set(ledger.acked[t]) for t in ReportType}
+        lines_of = client.lines
+        for day in range(last_day + 1):
+            for t in _TYPES:  # visit then activity: the order the bench draws them in
+                data = lines_of(t, day)
+                acked = day in acked_days[t]
+                if not acked and day not in ledger.failed[t]:
+                    continue  # generated to keep the draws in step, never sent
+                exp = out[t]
+                lines = data.split(b"\n")
+                lines.pop()  # after the last newline
+                n = len(lines)
+                if n > _MAX_PER_REQUEST:
+                    raise RunFileError(f"client {ledger.client} day {day}: {n} reports in one request")
+                base = (ledger.client << _CLIENT_SHIFT) | (day << _DAY_SHIFT)
+                if n:
+                    exp.request_of[hash(lines[0])] = len(exp.request_start)
+                    exp.request_start.append(len(exp.order))
+                    exp.request_size.append(n)
+                    exp.request_bytes.append(len(data))
+                    exp.request_hash.append(hash(data))
+                exp.order.extend(range(base, base + n))
+                if ledger.failed[t]:
+                    exp.allowed.extend(bytes((min(255, acked + ledger.maybe_written(t, day)),)) * n)
+                else:
+                    exp.allowed.extend(_ONES[:n])
+                exp.acked.extend(_ONES[:n] if acked else bytes(n))
+                sent[t] += lines
+        for t in ReportType:  # one C-level pass per client and type (numbers follow the order array)
+            exp, lines = out[t], sent[t]
+            first = len(exp.partition)
+            exp.line_hash.extend(map(hash, lines))
+            exp.client_range[ledger.client] = (first, first + len(lines))
+            exp.client_of[out[t].user_of[ledger.client]] = ledger.client
+            exp.partition.extend(part[t] * len(lines))
     return out
 
 
-def _compare(
+def _segments(root: Path, topic: str) -> dict[tuple[str, int], list[tuple[int, int, Path]]]:
+    """Segment files of ``topic``'s directory per log (segment topic, partition), in log order."""
+    logs: dict[tuple[str, int], list[tuple[int, int, Path]]] = {}
+    for path in root.glob(f"{topic}/date=*/*.jsonl"):
+        parsed = parse_segment_name(path.name)
+        if parsed is None:
+            continue
+        logs.setdefault((parsed.topic, parsed.partition), []).append((parsed.generation, parsed.start_offset, path))
+    for files in logs.values():
+        files.sort()
+    return dict(sorted(logs.items()))
+
+
+def _line_blocks(path: Path, stats: dict[str, int]) -> Iterator[bytes]:
+    """Blocks of complete lines of ``path``; a last line without newline counts as ``partial``."""
+    rest = b""
+    with path.open("rb") as f:
+        while block := f.read(_BLOCK):
+            block = rest + block
+            end = block.rfind(b"\n") + 1
+            rest = block[end:]
+            if end:
+                yield block[:end]
+    if rest:
+        stats["partial"] += 1  # a segment still being written: its last line is incomplete
+
+
+def _scan(
     result: VerifyResult,
+    stats: dict[str, int],
+    root: Path,
+    topic: str,
+    partition_counts: tuple[int, int],
+    exp: _Expected,
+    other: _Expected,
+    window: _Window,
+    run_id: int,
+    shift: int,
     report_type: ReportType,
-    found: collections.Counter[int],
-    ledgers: list[ClientLedger],
-    profile: Profile,
-    base: int,
 ) -> None:
-    """Walk the expected keys, take them out of ``found``; what remains is unexpected."""
-    stats = collections.Counter[str]()
-    pop = found.pop
-    for ledger in ledgers:
-        prefix = ledger.client << _SHIFT
-        acked = ledger.acked[report_type]
-        failed = ledger.failed[report_type]
-        for day in acked:
-            extra_ok = failed.get(day, 0)  # copies a failed attempt of this day may have left
-            for t in profile.report_times(ledger.client, report_type, day):
-                n = pop(prefix + t - base, 0)
-                stats["acknowledged"] += 1
-                if n == 0:
-                    stats["lost"] += 1
-                    _sample(result, "lost", f"{report_type} userId={ledger.user_id} time={t} day={day}")
-                    continue
-                stats["present"] += 1
-                extra = n - 1
-                redelivered = min(extra, extra_ok)
-                stats["redelivered"] += redelivered
-                if extra > redelivered:
-                    stats["duplicated"] += extra - redelivered
-                    _sample(result, "duplicated", f"{report_type} userId={ledger.user_id} time={t} x{n}")
-        for day, attempts in failed.items():
-            if day in acked:
-                continue
-            for t in profile.report_times(ledger.client, report_type, day):
-                n = pop(prefix + t - base, 0)
-                if n == 0:
-                    stats["failed_absent"] += 1
-                    continue
-                stats["failed_present"] += 1
-                if n > attempts:
-                    stats["unexpected"] += n - attempts
-    leftover = sum(found.values())
-    stats["unexpected"] += leftover
-    for key in list(found)[:_SAMPLES]:
-        _sample(result, "unexpected", f"{report_type} client={key >> _SHIFT} time={(key & ((1 << _SHIFT) - 1)) + base}")
-    for name, n in stats.items():
-        setattr(result, name, getattr(result, name) + n)
-    result.by_type[str(report_type)] = dict(stats)
+    """Count every line of ``topic``'s files (see the module docstring).
+
+    A request's lines are contiguous in its partition's log (the gateway appends them to one
+    batch in order), so each position first tries to match a whole request: one hash of its
+    first line, one of the request's bytes. Whatever does not match (a request split by a
+    file rotation or a read block, copies, faults, other runs' lines) goes line by line.
+    """
+    scan = _LogScan(result, stats, root, exp, other, run_id, shift, report_type)
+    retry_topic = f"{topic}.retry"
+    retry_partitions = array.array("l", [p % partition_counts[1] for p in exp.partition])
+    first_get, request_bytes, request_hash = exp.request_of.get, exp.request_bytes, exp.request_hash
+    for (log_topic, partition), files in _segments(root, topic).items():
+        if log_topic == topic:
+            scan.parts = exp.partition
+        elif log_topic == retry_topic:
+            scan.parts = retry_partitions
+        else:
+            scan.parts = None  # a file of another topic in this directory: nothing of ours belongs here
+        scan.partition = partition
+        scan.last = {}
+        for _generation, _offset, path in files:
+            scan.path = path
+            scan.in_place = scan.parts is not None and window.first <= path.parent.name <= window.last
+            result.files += 1
+            for data in _line_blocks(path, stats):
+                size, pos, loose = len(data), 0, -1  # loose: start of lines not matched as requests
+                while pos < size:
+                    end = data.index(b"\n", pos)
+                    r = first_get(hash(data[pos:end]))
+                    if r is not None:
+                        length = request_bytes[r]
+                        if pos + length <= size and hash(data[pos : pos + length]) == request_hash[r]:
+                            if loose >= 0:
+                                scan.take_lines(data[loose:pos])
+                                loose = -1
+                            scan.request(r, data[pos : pos + length])
+                            pos += length
+                            continue
+                    if loose < 0:
+                        loose = pos
+                    pos = end + 1
+                if loose >= 0:
+                    scan.take_lines(data[loose:])
+    for name in ("present", "failed_present", "redelivered", "duplicated", "misplaced", "out_of_order", "lines"):
+        stats[name] += getattr(scan, name)
+
+
+class _LogScan:
+    """The counting state of one topic's scan; see :func:`_scan`."""
+
+    def __init__(
+        self,
+        result: VerifyResult,
+        stats: dict[str, int],
+        root: Path,
+        exp: _Expected,
+        other: _Expected,
+        run_id: int,
+        shift: int,
+        report_type: ReportType,
+    ) -> None:
+        self.result, self.stats, self.root = result, stats, root
+        self.exp, self.other, self.run_id, self.report_type = exp, other, run_id, report_type
+        self.shift, self.low = shift, (1 << shift) - 1
+        self.copies = exp.copies = bytearray(len(exp.order))
+        self.users: dict[str, int] = {}  # userId -> what it is (_user_kind), for lines matching no report
+        self.parts: array.array[int] | None = None  # the partition of each report, for this log
+        self.partition = 0
+        self.last: dict[int, int] = {}  # order scope -> highest order position seen in this log
+        self.path = root
+        self.in_place = False  # a log of this topic (or its retry topic), in a date folder of the run
+        self.present = self.failed_present = self.redelivered = self.duplicated = 0
+        self.misplaced = self.out_of_order = self.lines = 0
+
+    def _where(self, line: bytes) -> str:
+        return f"{self.path.relative_to(self.root)}: {_text(line)}"
+
+    def request(self, r: int, chunk: bytes) -> None:
+        """A whole request, byte for byte, at this place in the log."""
+        exp = self.exp
+        first, n = exp.request_start[r], exp.request_size[r]
+        self.lines += n
+        if not self.in_place or self.parts is None or self.parts[first] != self.partition:
+            self.misplaced += n
+            _sample(self.result, "misplaced", self._where(chunk))
+            return
+        copies = self.copies
+        if copies.count(0, first, first + n) != n:  # some are further copies: one by one
+            for k, line in zip(range(first, first + n), chunk.split(b"\n"), strict=False):
+                self._report(k, line)
+            return
+        copies[first : first + n] = _ONES[:n]
+        position = exp.order[first]
+        scope, value = position >> self.shift, position & self.low
+        # The request's positions are value .. value + n - 1: those below the highest one seen
+        # for this scope came too early; the rest are in order.
+        behind = min(n, self.last.get(scope, -1) - value)
+        if behind > 0:
+            self.out_of_order += behind
+            _sample(self.result, "out_of_order", self._where(chunk))
+        if behind < n:
+            self.last[scope] = value + n - 1
+        if exp.acked[first]:
+            self.present += n
+        elif exp.allowed[first]:
+            self.failed_present += n
+        else:
+            self.duplicated += n
+            _sample(self.result, "duplicated", self._where(chunk))
+
+    def take_lines(self, data: bytes) -> None:
+        """Complete lines (each ending in a newline) that are not a whole request."""
+        lines = data.split(b"\n")
+        lines.pop()
+        self.lines += len(lines)
+        find = self.exp.find
+        for line in lines:
+            n = find(line)
+            if n is None:
+                _classify(
+                    self.result, self.stats, line, self.exp, self.other, self.run_id, self.report_type, self.path,
+                    self.users,
+                )  # fmt: skip
+            else:
+                self._report(n, line)
+
+    def _report(self, n: int, line: bytes) -> None:
+        """One line that is byte for byte report ``n`` of this run."""
+        if not self.in_place or self.parts is None or self.parts[n] != self.partition:
+            self.misplaced += 1
+            _sample(self.result, "misplaced", self._where(line))
+            return
+        exp, copies = self.exp, self.copies
+        c = copies[n]
+        if c:  # a further copy: explained by a maybe-written attempt, or a duplicate
+            c += 1
+            copies[n] = min(c, 255)
+            if c <= exp.allowed[n]:
+                self.redelivered += 1
+            else:
+                self.duplicated += 1
+                _sample(self.result, "duplicated", f"x{c} {self._where(line)}")
+            return
+        copies[n] = 1
+        position = exp.order[n]
+        scope, value = position >> self.shift, position & self.low
+        if self.last.get(scope, -1) > value:
+            self.out_of_order += 1
+            _sample(self.result, "out_of_order", self._where(line))
+        else:
+            self.last[scope] = value
+        if exp.acked[n]:
+            self.present += 1
+        elif exp.allowed[n]:
+            self.failed_present += 1
+        else:  # every attempt was refused before producing: it should not be here
+            self.duplicated += 1
+            _sample(self.result, "duplicated", f"x1 {self._where(line)}")
+
+
+_OURS: Final = 0  # a userId of this run's ledger
+_OURS_UNKNOWN: Final = 1  # this run's id, a client the ledger does not have (a lost worker's)
+_FOREIGN: Final = 2  # another bench run's userId
+_STRANGER: Final = 3  # no bench made it
+
+
+def _user_kind(user: str, run_id: int, clients: dict[int, str], cache: dict[str, int]) -> int:
+    kind = cache.get(user)
+    if kind is None:
+        bench_user = parse_user_id(user)
+        if bench_user is None:
+            kind = _STRANGER
+        elif bench_user.run_id != run_id:
+            kind = _FOREIGN
+        else:
+            kind = _OURS if bench_user.client in clients else _OURS_UNKNOWN
+        cache[user] = kind
+    return kind
+
+
+def _classify(
+    result: VerifyResult,
+    stats: dict[str, int],
+    line: bytes,
+    exp: _Expected,
+    other: _Expected,
+    run_id: int,
+    report_type: ReportType,
+    path: Path,
+    cache: dict[str, int],
+) -> None:
+    """A line that is no report of this type this run sent: misplaced, altered, foreign or unexpected."""
+    if other.find(line) is not None:
+        stats["misplaced"] += 1  # a report of the other type, in this type's topic
+        _sample(result, "misplaced", f"{path.name}: {_text(line)}")
+        return
+    try:
+        user = _USER_DECODER.decode(line).userId
+    except msgspec.DecodeError:
+        stats["unexpected"] += 1
+        stats["corrupt"] += 1
+        _sample(result, "corrupt", f"{path.name}: {_text(line)}")
+        return
+    kind = _user_kind(user, run_id, exp.user_of, cache)
+    if kind == _OURS:
+        stats["altered"] += 1
+        _sample(result, "altered", f"{path.name}: {_text(line)}")
+        return
+    if kind == _FOREIGN:
+        try:
+            decode_report(report_type, line)
+        except (msgspec.DecodeError, ValueError):
+            pass  # a bench userId on something that is not a report: unexpected
+        else:
+            stats["foreign"] += 1
+            return
+    stats["unexpected"] += 1
+    why = " (a client of this run missing from the run file)" if kind == _OURS_UNKNOWN else ""
+    _sample(result, "unexpected", f"{path.name}: {_text(line)}{why}")
+
+
+def _settle(result: VerifyResult, stats: dict[str, int], exp: _Expected, report_type: ReportType) -> None:
+    """Report-side counts: acknowledged, lost, failed_absent (after every line was read)."""
+    copies, acked = exp.copies, exp.acked
+    acknowledged = acked.count(1)
+    # Reports with no copy in place: lost (acknowledged) or failed_absent.
+    missing = [n for n, c in enumerate(copies) if not c] if copies.count(0) else []
+    lost = [n for n in missing if acked[n]]
+    stats["acknowledged"] = acknowledged
+    stats["lost"] = len(lost)
+    stats["failed_absent"] = len(missing) - len(lost)
+    for n in lost[:_SAMPLES]:
+        position = exp.order[n]
+        client, day, index = position >> _CLIENT_SHIFT, (position >> _DAY_SHIFT) & 0xFFFFFFFF, position & 0xFF
+        _sample(result, "lost", f"{report_type} userId={exp.user_of.get(client)} day={day} report={index}")
 
 
 def write_result(path: str, result: VerifyResult) -> None:

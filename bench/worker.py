@@ -13,8 +13,8 @@ Modes (chosen by the settings):
   arrival order and each latency is measured from the request's intended send time.
 
 Delivery bookkeeping: every attempt that did not get a 2xx is recorded in the client's
-ledger as failed (the gateway may still have written it); every 2xx is recorded as
-acknowledged. A request cut off by a forced stop counts as a failed attempt too.
+ledger as failed, with whether the gateway may still have written it; every 2xx is recorded
+as acknowledged. A request cut off by a forced stop counts as a failed attempt too.
 """
 
 from __future__ import annotations
@@ -241,7 +241,7 @@ class Worker:
                 posting = False
                 if outcome.ok:
                     break
-                client.ledger.fail(report_type, day)
+                client.ledger.fail(report_type, day, maybe_written=outcome.maybe_written)
                 key = str(outcome.status) if outcome.status else outcome.kind
                 target = stats.by_status if outcome.status else stats.by_kind
                 target[key] = target.get(key, 0) + 1

@@ -2,15 +2,21 @@
 
 One Sanic process (single worker): the rollup database is one DuckDB file that only one
 process may open for writing, and DuckDB already runs each query on several threads.
+
+Before serving, the port must be free and the rollup database's directory writable: either
+refusal is one line naming the flag, exit 1 (a bad flag: exit 2).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Sequence
 
 from dashboard.settings import ENV_PREFIX, DashboardSettings
+from footfall.errors import StartupError
 from footfall.logs import configure_logging
+from footfall.preflight import check_directory, check_listen
 from footfall.settings import parse_settings, run_main
 
 __all__ = ["main"]
@@ -26,6 +32,15 @@ queries stay fast as data grows. Serves /, /api/v1/*, /healthz, /readyz, /metric
 """
 
 
+def _check_state_directory(settings: DashboardSettings) -> None:
+    """The rollups need a writable directory; the record directory itself may be read-only."""
+    if settings.state_dir:
+        check_directory(settings.database_path.parent, "--state-dir")
+        return
+    advice = "the dashboard keeps its rollups there: give it a writable --state-dir"
+    check_directory(settings.database_path.parent, "--record-directory", advice)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the dashboard until SIGINT/SIGTERM; returns the exit code."""
 
@@ -34,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             DashboardSettings, argv, prog="footfall dashboard", description=_DESCRIPTION, env_prefix=ENV_PREFIX
         )
         configure_logging(settings.log_level, role="dashboard")
+        check_listen(settings.host, settings.port, "--port")
+        _check_state_directory(settings)
         from dashboard.app import create_app
 
         if settings.credentials is None and settings.host not in {"127.0.0.1", "localhost", "::1"}:
@@ -50,13 +67,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         # single_process: no Sanic worker manager; SIGINT/SIGTERM stop the server
         # gracefully (GRACEFUL_SHUTDOWN_TIMEOUT = --shutdown-timeout).
-        app.run(
-            host=settings.host,
-            port=settings.port,
-            single_process=True,
-            access_log=False,
-            motd=False,
-        )
+        try:
+            app.run(
+                host=settings.host,
+                port=settings.port,
+                single_process=True,
+                access_log=False,
+                motd=False,
+            )
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            # taken between the check and Sanic's bind
+            raise StartupError(f"--port: cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from exc
         return 0
 
     return run_main(run)

@@ -3,7 +3,7 @@
 Routes:
     ``GET /``                          the page (static HTML; all assets under ``/static/``)
     ``GET /api/v1/summary``            totals, data extent, "data as of"
-    ``GET /api/v1/timeseries``         reports per minute/hour/day by type
+    ``GET /api/v1/timeseries``         reports per minute/hour/day/month/year by type
     ``GET /api/v1/activity-types``     activities per activityType
     ``GET /api/v1/algorithm-types``    visits per algorithmType
     ``GET /api/v1/visit-durations``    visit-duration histogram
@@ -14,7 +14,11 @@ Routes:
 
 Every API answer is computed from the rollups (:mod:`dashboard.store`), which a
 background task refreshes every ``--refresh-interval`` seconds; ``asOf`` in each answer
-is the wall-clock time up to which landed lines are included.
+is the wall-clock time up to which landed lines are included. ``from``/``to`` in an
+answer are the range counted (``[from, to)``, whole minutes; whole UTC days for
+unique-users). ``type`` is taken only by the endpoints it filters (timeseries,
+unique-users); ``counting=distinct`` counts each distinct report once instead of every
+landed line (the default: ``counting=lines``).
 """
 
 from __future__ import annotations
@@ -171,15 +175,19 @@ def _authorized(header: str | None, credentials: tuple[str, str]) -> bool:
 
 _View = Callable[[RollupStore, QueryParams, Range], Any]
 
-#: endpoint -> (extra parameters, query)
+#: endpoint -> (extra parameters, query). ``type`` only where it filters: the other views
+#: are of one report kind (their names say which), so ``type`` there is refused as unknown.
 _VIEWS: Final[dict[str, tuple[tuple[str, ...], _View]]] = {
-    "timeseries": (("bucket",), lambda s, p, r: s.timeseries(r, p.bucket_for(r), p.kinds)),
-    "activity-types": ((), lambda s, p, r: s.activity_types(r)),
-    "algorithm-types": ((), lambda s, p, r: s.algorithm_types(r)),
-    "visit-durations": ((), lambda s, p, r: s.visit_durations(r)),
-    "top-pois": (("by", "limit"), lambda s, p, r: s.top_pois(r, p.by, p.limit)),
-    "geo": (("cell",), lambda s, p, r: s.geo(r, p.cell)),
-    "unique-users": ((), lambda s, p, r: s.unique_users(r, p.kinds)),
+    "timeseries": (
+        ("type", "bucket"),
+        lambda s, p, r: s.timeseries(r, p.bucket_for(r), p.kinds, dedupe=p.dedupe),
+    ),
+    "activity-types": ((), lambda s, p, r: s.activity_types(r, dedupe=p.dedupe)),
+    "algorithm-types": ((), lambda s, p, r: s.algorithm_types(r, dedupe=p.dedupe)),
+    "visit-durations": ((), lambda s, p, r: s.visit_durations(r, dedupe=p.dedupe)),
+    "top-pois": (("by", "limit"), lambda s, p, r: s.top_pois(r, p.by, p.limit, dedupe=p.dedupe)),
+    "geo": (("cell",), lambda s, p, r: s.geo(r, p.cell, dedupe=p.dedupe)),
+    "unique-users": (("type",), lambda s, p, r: s.unique_users(r.whole_days(), p.kinds)),
 }
 
 
@@ -328,13 +336,17 @@ def _make_handler(app: DashboardApp, endpoint: str, extra: tuple[str, ...], view
 
         def run() -> dict[str, Any]:
             r = params.resolve(store.extent())
-            out: dict[str, Any] = {"asOf": as_of, "type": params.type_name}
+            out: dict[str, Any] = {"asOf": as_of}
+            if "type" in extra:
+                out["type"] = params.type_name
+            out["counting"] = "distinct" if params.dedupe else "lines"
             if r is None:
                 out.update({"from": params.start_ms, "to": params.end_ms, "data": []})
                 if endpoint == "timeseries":
                     out["bucket"] = None
                 return out
-            out.update({"from": r.start_ms, "to": r.end_ms})
+            counted = r.whole_days() if endpoint == "unique-users" else r
+            out.update({"from": counted.start_ms, "to": counted.end_ms})
             if endpoint == "timeseries":
                 out["bucket"] = params.bucket_for(r)
             if endpoint == "unique-users":

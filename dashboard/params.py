@@ -2,6 +2,10 @@
 
 Every parameter is parsed into a typed value here, before any SQL runs; the store binds
 those values as parameters, so no request text ever becomes SQL.
+
+Ranges are half-open ``[from, to)`` in report time and must fall on whole minutes (the
+rollups' grain): an unaligned bound is refused rather than silently widened, so every
+answer counts exactly the range it echoes.
 """
 
 from __future__ import annotations
@@ -13,16 +17,18 @@ from collections.abc import Mapping, Sequence
 from typing import Final, Literal, cast
 
 from dashboard.errors import QueryError
-from dashboard.store import GEO_CELLS, Bucket, Range, ReportKind, bucket_for_range
+from dashboard.store import BUCKETS, GEO_CELLS, MINUTE_MS, Bucket, Range, ReportKind, bucket_for_range, bucket_points
 from footfall.reports import MAX_EPOCH_MS
 
 __all__ = ["MAX_POINTS", "QueryParams", "parse_params"]
 
 #: Most time-series points one request may ask for (an explicit small bucket over a long range).
 MAX_POINTS: Final = 20_000
-_COMMON: Final = frozenset({"from", "to", "type"})
+#: Parameters every endpoint takes; ``type`` and the rest only where they apply.
+_COMMON: Final = frozenset({"from", "to", "counting"})
 _TYPES: Final = {"all": ("visit", "activity"), "visit": ("visit",), "activity": ("activity",)}
-_BUCKET_MINUTES: Final = {"minute": 1, "hour": 60, "day": 1440}
+#: ``to`` may be one past the last representable report time (the range is half-open).
+_MAX_TO: Final = MAX_EPOCH_MS + 1
 # ASCII digits only: str.isdigit() also accepts "²" (int() then fails) and other scripts' digits.
 _INTEGER: Final = re.compile(r"-?[0-9]{1,19}")
 
@@ -35,6 +41,7 @@ class QueryParams:
     end_ms: int | None
     kinds: tuple[ReportKind, ...]
     type_name: str
+    dedupe: bool = False
     bucket: Bucket | Literal["auto"] = "auto"
     by: Literal["visits", "users"] = "visits"
     limit: int = 10
@@ -54,14 +61,15 @@ class QueryParams:
 
     def bucket_for(self, r: Range) -> Bucket:
         """The time-series bucket: the one asked for, or chosen by the range's length."""
-        bucket = bucket_for_range(r) if self.bucket == "auto" else self.bucket
-        points = (r.end_minute - r.start_minute) / _BUCKET_MINUTES[bucket]
+        if self.bucket == "auto":
+            return bucket_for_range(r)  # always within MAX_POINTS (at most 10,000 years)
+        points = bucket_points(r, self.bucket)
         if points > MAX_POINTS:
             raise QueryError(
-                f"bucket={bucket} over this range gives {int(points)} points (at most {MAX_POINTS}): "
+                f"bucket={self.bucket} over this range gives {points} points (at most {MAX_POINTS}): "
                 "use a larger bucket, bucket=auto, or a shorter range"
             )
-        return bucket
+        return self.bucket
 
 
 def _one(args: Mapping[str, Sequence[str]], name: str) -> str | None:
@@ -90,8 +98,14 @@ def _time(args: Mapping[str, Sequence[str]], name: str) -> int | None:
             raise QueryError(
                 f"{name}: expected epoch milliseconds or an ISO-8601 time like 2018-01-01T00:00:00Z, got {raw[:40]!r}"
             ) from None
-    if not 0 <= value <= MAX_EPOCH_MS:
-        raise QueryError(f"{name}: {value} is outside 0..{MAX_EPOCH_MS} (epoch milliseconds)")
+    if not 0 <= value <= _MAX_TO:
+        raise QueryError(f"{name}: {value} is outside 0..{_MAX_TO} (epoch milliseconds)")
+    if value % MINUTE_MS and value != _MAX_TO:
+        floor = value - value % MINUTE_MS
+        raise QueryError(
+            f"{name}: {raw[:40]} is not on a whole minute (the dashboard counts per minute): "
+            f"use a multiple of {MINUTE_MS} ms, e.g. {floor} or {floor + MINUTE_MS}"
+        )
     return value
 
 
@@ -117,7 +131,8 @@ def parse_params(args: Mapping[str, Sequence[str]], extra: Sequence[str] = ()) -
     """Validate a query string (``name -> values``) for an endpoint taking ``extra`` parameters.
 
     Raises:
-        QueryError: an unknown, repeated or invalid parameter; ``from >= to``.
+        QueryError: an unknown, repeated or invalid parameter (``type`` where it does not
+            apply is unknown); a bound not on a whole minute; ``from >= to``.
     """
     allowed = _COMMON | set(extra)
     unknown = sorted(set(args) - allowed)
@@ -127,8 +142,9 @@ def parse_params(args: Mapping[str, Sequence[str]], extra: Sequence[str] = ()) -
     end = _time(args, "to")
     if start is not None and end is not None and start >= end:
         raise QueryError(f"from ({start}) must be earlier than to ({end})")
-    type_name = _choice(args, "type", tuple(_TYPES), "all")
-    bucket = _choice(args, "bucket", ("auto", "minute", "hour", "day"), "auto") if "bucket" in extra else "auto"
+    type_name = _choice(args, "type", tuple(_TYPES), "all") if "type" in extra else "all"
+    dedupe = _choice(args, "counting", ("lines", "distinct"), "lines") == "distinct"
+    bucket = _choice(args, "bucket", ("auto", *BUCKETS), "auto") if "bucket" in extra else "auto"
     by = _choice(args, "by", ("visits", "users"), "visits") if "by" in extra else "visits"
     limit = _int(args, "limit", 1, 100, 10) if "limit" in extra else 10
     cell = 2
@@ -139,6 +155,7 @@ def parse_params(args: Mapping[str, Sequence[str]], extra: Sequence[str] = ()) -
         end_ms=end,
         kinds=cast(tuple[ReportKind, ...], _TYPES[type_name]),
         type_name=type_name,
+        dedupe=dedupe,
         bucket=cast(Bucket | Literal["auto"], bucket),
         by=cast(Literal["visits", "users"], by),
         limit=limit,

@@ -37,7 +37,14 @@ class DashboardSettings(msgspec.Struct, frozen=True, kw_only=True):
     refresh_interval: Annotated[
         float, Meta(gt=0, le=60, description="seconds between scans for newly landed lines")
     ] = 1.0
-    batch_mb: Annotated[int, Meta(ge=1, le=4096, description="most MiB of files folded per transaction")] = 256
+    batch_mb: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=4096,
+            description="most MiB of landed lines folded per transaction; a larger file is folded in several",
+        ),
+    ] = 256
     duckdb_threads: Annotated[int, Meta(ge=1, le=64, description="DuckDB worker threads")] = 2
     duckdb_memory_limit: Annotated[
         str, Meta(pattern=r"^\d+(\.\d+)?\s*[KMGT]i?B$", description="DuckDB memory limit, e.g. 1GB")

@@ -18,15 +18,19 @@ Refresh steps, in order (each batch is one DuckDB transaction, so a query sees a
 entirely or not at all):
 
 1. List ``<dir>/<topic>/date=*/*.jsonl`` for both topics (``_``-prefixed directories,
-   the sink's own state, are never listed).
+   the sink's own state, are never listed). A segment is closed when a later one of its
+   partition exists, in (generation, start offset) order.
 2. Compare each file's size with what was folded: skip unchanged files, reset shrunk
    ones, drop vanished ones.
-3. Fold the new bytes in batches of at most ``batch_bytes``: a closed segment not folded
-   before is read in place; any other range is cut at its last newline and copied to a
-   scratch file first (an open segment keeps growing while DuckDB would read it).
+3. Fold the new bytes in batches of at most ``batch_bytes`` (a file larger than that is
+   folded over several batches; only a single line longer than the limit makes a batch
+   bigger): a closed segment not folded before that fits in the batch is read in place;
+   any other range is cut at its last newline and copied to a scratch file first (an
+   open segment keeps growing while DuckDB would read it).
 4. In one transaction: insert the batch's rollup rows (minute and day grain), add new
    users to the dictionary, link new (poi, user, minute) rows to the pair's previous
-   visit, mark the touched days dirty, advance the files' folded offsets.
+   visit, record each line's report key and the reports now landed more than once (for
+   distinct counting), mark the touched days dirty, advance the files' folded offsets.
 5. Recount distinct users for the dirty days; rebuild the pair links if a file was
    dropped (each in one transaction).
 6. Compact the rows of segments that became closed after being folded in pieces.
@@ -37,13 +41,14 @@ folded by the next one.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -53,6 +58,7 @@ from dashboard.errors import StoreError
 from footfall.layout import parse_segment_name
 
 __all__ = [
+    "BUCKETS",
     "DAY_MS",
     "DURATION_EDGES_MINUTES",
     "GEO_CELLS",
@@ -64,12 +70,13 @@ __all__ = [
     "RollupStore",
     "SegmentFile",
     "bucket_for_range",
+    "bucket_points",
     "list_segments",
 ]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 MINUTE_MS: Final = 60_000
 HOUR_MS: Final = 3_600_000
 DAY_MS: Final = 86_400_000
@@ -80,7 +87,9 @@ DURATION_EDGES_MINUTES: Final = (0, 5, 10, 15, 20, 30, 40, 45, 60, 90, 120, 180,
 GEO_CELLS: Final = (1, 2, 5, 10)
 
 ReportKind = Literal["visit", "activity"]
-Bucket = Literal["minute", "hour", "day"]
+Bucket = Literal["minute", "hour", "day", "month", "year"]
+#: Time-series buckets, finest first; month and year are calendar (UTC) buckets.
+BUCKETS: Final[tuple[Bucket, ...]] = ("minute", "hour", "day", "month", "year")
 _BUCKET_MINUTES: Final = {"minute": 1, "hour": 60, "day": 1440}
 
 _VISIT_COLUMNS: Final = {
@@ -110,7 +119,7 @@ _ROLLUP_TABLES: Final = (
     "r_user_day",
     *_DAY_TABLES,
 )
-_DERIVED_TABLES: Final = ("users", "c_user_day", "dirty_days", "pair_minutes")
+_DERIVED_TABLES: Final = ("users", "c_user_day", "dirty_days", "pair_minutes", "seen", "dup")
 
 # Steps of folding a visit batch into pair_minutes (order matters; see _fold_pairs).
 _PAIR_STEPS: Final = (
@@ -184,6 +193,15 @@ CREATE TABLE IF NOT EXISTS dirty_days (day INTEGER);
 -- so distinct users per POI over any range is a filtered count, not a hash of pairs.
 -- Global (no file_id): after a file is dropped it is rebuilt from r_poi (flag in meta).
 CREATE TABLE IF NOT EXISTS pair_minutes (poi_id BIGINT, user_key INTEGER, minute BIGINT, prev BIGINT);
+-- Distinct counting. seen: one row per valid landed line, keyed by (kind, report time, hash
+-- of every field the dashboard reads); a report that landed n times has n rows. dup: per
+-- such report, its extra copies (n - 1) and its rollup cells, so "each distinct report
+-- once" is every rollup count minus dup's, over the same range.
+CREATE TABLE IF NOT EXISTS seen (kind TINYINT, t BIGINT, h UBIGINT, file_id INTEGER);
+CREATE TABLE IF NOT EXISTS dup (
+    kind TINYINT, t BIGINT, h UBIGINT, minute BIGINT, activity_type INTEGER, algorithm_type INTEGER,
+    bucket SMALLINT, lat SMALLINT, lon SMALLINT, poi_id BIGINT, extra BIGINT, PRIMARY KEY (kind, t, h)
+);
 """
 
 
@@ -238,6 +256,47 @@ _ACTIVITY_ROLLUPS: Final = (
     "INSERT INTO r_activity_d SELECT file_id, startTime // 86400000 AS m, activityType, count(*) FROM batch "
     "GROUP BY ALL",
 )
+# Steps of recording a batch's lines in seen/dup (order matters), per kind: the temp table
+# ``keyed`` (one row per line: key + rollup cells) is made first by _KEYED[kind].
+_KEYED: Final = {
+    "visit": "CREATE OR REPLACE TEMP TABLE keyed AS SELECT file_id, 0::TINYINT AS kind, enterTime AS t, "  # noqa: S608 - constants
+    "hash(userId, algorithmType, enterTime, exitTime, poiId, latitude, longitude) AS h, "
+    "enterTime // 60000 AS minute, NULL::INTEGER AS activity_type, algorithmType AS algorithm_type, "
+    "({})::SMALLINT AS bucket, least(floor(latitude), 89)::SMALLINT AS lat, "
+    "least(floor(longitude), 179)::SMALLINT AS lon, poiId AS poi_id FROM batch".format(
+        _duration_case("exitTime - enterTime")
+    ),
+    "activity": "CREATE OR REPLACE TEMP TABLE keyed AS SELECT file_id, 1::TINYINT AS kind, startTime AS t, "
+    "hash(userId, activityType, startTime, endTime) AS h, startTime // 60000 AS minute, "
+    "activityType AS activity_type, NULL::INTEGER AS algorithm_type, NULL::SMALLINT AS bucket, "
+    "NULL::SMALLINT AS lat, NULL::SMALLINT AS lon, NULL::BIGINT AS poi_id FROM batch",
+}
+_DEDUPE_STEPS: Final = (
+    # 1. every line is one more copy of its report
+    "INSERT INTO seen SELECT kind, t, h, file_id FROM keyed",
+    # 2. copies of the reports the batch touched that landed more than once (the t bounds
+    #    let zonemaps skip row groups of seen)
+    "CREATE OR REPLACE TEMP TABLE copies AS SELECT kind, t, h, count(*) AS n FROM seen "
+    "SEMI JOIN (SELECT DISTINCT kind, t, h FROM keyed) k USING (kind, t, h) "
+    "WHERE t BETWEEN (SELECT min(t) FROM keyed) AND (SELECT max(t) FROM keyed) GROUP BY ALL HAVING count(*) > 1",
+    # 3. their extra copies, with the report's cells
+    "INSERT OR REPLACE INTO dup SELECT kind, t, h, any_value(minute), any_value(activity_type), "
+    "any_value(algorithm_type), any_value(bucket), any_value(lat), any_value(lon), any_value(poi_id), "
+    "any_value(c.n) - 1 FROM keyed JOIN copies c USING (kind, t, h) GROUP BY kind, t, h",
+    "DROP TABLE keyed",
+    "DROP TABLE copies",
+)
+# When a file's rows are dropped: recount the copies of the reports it held.
+_DEDUPE_DROP: Final = (
+    "CREATE OR REPLACE TEMP TABLE gone AS SELECT DISTINCT kind, t, h FROM seen WHERE file_id = $file",
+    "DELETE FROM seen WHERE file_id = $file",
+    "CREATE OR REPLACE TEMP TABLE copies AS SELECT g.kind, g.t, g.h, count(s.t) AS n FROM gone g "
+    "LEFT JOIN seen s ON s.kind = g.kind AND s.t = g.t AND s.h = g.h GROUP BY ALL",
+    "DELETE FROM dup USING copies c WHERE dup.kind = c.kind AND dup.t = c.t AND dup.h = c.h AND c.n <= 1",
+    "UPDATE dup SET extra = c.n - 1 FROM copies c WHERE dup.kind = c.kind AND dup.t = c.t AND dup.h = c.h AND c.n > 1",
+    "DROP TABLE gone",
+    "DROP TABLE copies",
+)
 # Group keys of each table (everything but file_id and n) for compaction.
 _COMPACT: Final = {
     "r_count": "minute, kind",
@@ -265,6 +324,7 @@ class SegmentFile:
     start_offset: int
     size: int
     closed: bool  # a later segment of the same topic+partition exists
+    generation: int = 0  # the partition's log generation (footfall.layout)
 
 
 @dataclasses.dataclass(slots=True)
@@ -302,7 +362,7 @@ class Range:
 
     @property
     def end_minute(self) -> int:
-        """Exclusive; a partial minute at the end counts as a whole one."""
+        """Exclusive. Query ranges are minute-aligned (``dashboard.params``), so exact."""
         return -(-self.end_ms // MINUTE_MS)
 
     @property
@@ -314,20 +374,46 @@ class Range:
         """Inclusive: the UTC day holding the range's last millisecond."""
         return (self.end_ms - 1) // DAY_MS
 
+    def whole_days(self) -> Range:
+        """The range widened to the UTC days it overlaps."""
+        return Range(self.first_day * DAY_MS, (self.last_day + 1) * DAY_MS)
+
 
 def bucket_for_range(r: Range) -> Bucket:
-    """Time-series bucket chosen by the range: minute up to 6 h, hour up to 14 days, else day."""
+    """Time-series bucket chosen by the range: minute up to 6 h, hour up to 14 days, day up
+    to 1,000 days, month up to 1,000 months, else year (any range of report times: at most
+    10,000 points)."""
     span = r.end_ms - r.start_ms
     if span <= 6 * HOUR_MS:
         return "minute"
     if span <= 14 * DAY_MS:
         return "hour"
-    return "day"
+    if span <= 1000 * DAY_MS:
+        return "day"
+    if bucket_points(r, "month") <= 1000:
+        return "month"
+    return "year"
+
+
+def bucket_points(r: Range, bucket: Bucket) -> int:
+    """How many ``bucket``-wide time-series points ``r`` touches."""
+    if bucket in _BUCKET_MINUTES:
+        width = _BUCKET_MINUTES[bucket]
+        return (r.end_minute - 1) // width - r.start_minute // width + 1
+    first = _utc(r.start_ms)
+    last = _utc(r.end_ms - 1)
+    if bucket == "year":
+        return last.year - first.year + 1
+    return (last.year - first.year) * 12 + last.month - first.month + 1
+
+
+def _utc(ms: int) -> dt.datetime:
+    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=ms)
 
 
 def list_segments(record_directory: Path, topics: dict[str, ReportKind]) -> list[SegmentFile]:
     """Every segment file of ``topics`` (topic -> report kind), with its closed flag."""
-    found: list[tuple[Path, str, ReportKind, int, int, int]] = []
+    found: list[tuple[Path, str, ReportKind, int, int, int, int]] = []
     for topic, kind in topics.items():
         topic_dir = record_directory / topic
         if not topic_dir.is_dir():
@@ -340,14 +426,18 @@ def list_segments(record_directory: Path, topics: dict[str, ReportKind]) -> list
                 size = path.stat().st_size
             except FileNotFoundError:  # removed between glob and stat
                 continue
-            found.append((path, topic, kind, name.partition, name.start_offset, size))
-    newest: dict[tuple[str, int], int] = {}
-    for _, topic, _, partition, offset, _ in found:
+            found.append((path, topic, kind, name.partition, name.generation, name.start_offset, size))
+    # A partition's files are in log order by (generation, start offset); only the last may grow.
+    newest: dict[tuple[str, int], tuple[int, int]] = {}
+    for _, topic, _, partition, gen, offset, _ in found:
         key = (topic, partition)
-        newest[key] = max(newest.get(key, -1), offset)
+        newest[key] = max(newest.get(key, (-1, -1)), (gen, offset))
     return sorted(
-        (SegmentFile(p, t, k, part, off, size, closed=off < newest[(t, part)]) for p, t, k, part, off, size in found),
-        key=lambda s: (s.topic, s.partition, s.start_offset),
+        (
+            SegmentFile(p, t, k, part, off, size, closed=(gen, off) < newest[(t, part)], generation=gen)
+            for p, t, k, part, gen, off, size in found
+        ),
+        key=lambda s: (s.topic, s.partition, s.generation, s.start_offset),
     )
 
 
@@ -356,6 +446,7 @@ class _Piece:
     segment: SegmentFile
     file_id: int
     read_path: Path  # the segment itself, or a scratch copy of the new complete lines
+    start: int  # file offset of the piece's first byte
     new_folded: int
     scratch: bool
 
@@ -367,8 +458,9 @@ class RollupStore:
         record_directory: the sink's ``--record-directory``.
         database: DuckDB file (created if missing); ``None`` keeps everything in memory.
         topics: topic name -> report kind (``visit``/``activity``).
-        batch_bytes: most bytes folded per transaction (bounds memory and keeps the
-            dashboard showing progress while it catches up on a large backlog).
+        batch_bytes: most bytes folded per transaction, also within one large file
+            (bounds memory and keeps the dashboard showing progress while it catches
+            up on a large backlog); only a single longer line exceeds it.
         threads: DuckDB worker threads.
     """
 
@@ -534,12 +626,13 @@ class RollupStore:
         reports = dict.fromkeys(("visit", "activity"), 0)
         bad = 0
         folded_bytes = 0
-        files_folded = 0
-        for batch in self._batches(pending):
+        folded_files: set[int] = set()
+        queue = collections.deque(pending)
+        while queue:
             if self._stopping.is_set():
                 break  # shutting down: the rest is folded next time
             try:
-                pieces = [p for p in (self._prepare(con, seg, state) for seg, state in batch) if p is not None]
+                pieces = self._next_batch(con, queue)
                 for kind in ("visit", "activity"):
                     of_kind = [p for p in pieces if p.segment.kind == kind]
                     if not of_kind:
@@ -547,11 +640,12 @@ class RollupStore:
                     good, broken = self._fold(con, kind, of_kind)
                     reports[kind] += good
                     bad += broken
-                    files_folded += len(of_kind)
-                    folded_bytes += sum(p.new_folded for p in of_kind)
+                    folded_files.update(p.file_id for p in of_kind)
+                    folded_bytes += sum(p.new_folded - p.start for p in of_kind)
             finally:
                 for scratch in self._scratch_dir.glob("*.jsonl") if self._scratch_dir else ():
                     scratch.unlink(missing_ok=True)
+        files_folded = len(folded_files)
         # 5. recount distinct users for the days that changed; relink pairs after drops
         self._recount_days(con)
         self._rebuild_pairs_if_stale(con)
@@ -574,47 +668,62 @@ class RollupStore:
             seconds=time.monotonic() - started,
         )
 
-    def _batches(
-        self, pending: Sequence[tuple[SegmentFile, FileState | None]]
-    ) -> Iterator[list[tuple[SegmentFile, FileState | None]]]:
-        batch: list[tuple[SegmentFile, FileState | None]] = []
-        size = 0
-        for seg, state in pending:
-            todo = seg.size - (state.folded_bytes if state else 0)
-            if batch and size + todo > self.batch_bytes:
-                yield batch
-                batch, size = [], 0
-            batch.append((seg, state))
-            size += todo
-        if batch:
-            yield batch
+    def _next_batch(
+        self, con: duckdb.DuckDBPyConnection, queue: collections.deque[tuple[SegmentFile, FileState | None]]
+    ) -> list[_Piece]:
+        """Take pieces off ``queue`` until they hold ``batch_bytes``; a file cut short goes
+        back to the front with its new offset, to continue in the next batch."""
+        pieces: list[_Piece] = []
+        budget = self.batch_bytes
+        while queue and budget > 0:
+            seg, state = queue.popleft()
+            if state is None:
+                state = self._add_file(con, seg)
+            piece = self._prepare(seg, state, budget)
+            if piece is None:
+                continue
+            pieces.append(piece)
+            budget -= piece.new_folded - piece.start
+            if seg.size - state.folded_bytes > budget + (piece.new_folded - piece.start):
+                # The budget cut this file short: the rest goes into the next batch.
+                queue.appendleft((seg, FileState(state.file_id, piece.new_folded, state.pieces + 1)))
+                break
+        return pieces
 
-    def _prepare(self, con: duckdb.DuckDBPyConnection, seg: SegmentFile, state: FileState | None) -> _Piece | None:
-        if state is None:
-            row = con.execute(
-                "INSERT INTO files VALUES (nextval('file_ids'), ?, ?, ?, 0, 0, 0, 0) RETURNING file_id",
-                [str(seg.path), seg.topic, seg.kind],
-            ).fetchone()
-            assert row is not None
-            state = FileState(int(row[0]), 0, 0)
-        if seg.closed and state.folded_bytes == 0:
+    @staticmethod
+    def _add_file(con: duckdb.DuckDBPyConnection, seg: SegmentFile) -> FileState:
+        row = con.execute(
+            "INSERT INTO files VALUES (nextval('file_ids'), ?, ?, ?, 0, 0, 0, 0) RETURNING file_id",
+            [str(seg.path), seg.topic, seg.kind],
+        ).fetchone()
+        assert row is not None
+        return FileState(int(row[0]), 0, 0)
+
+    def _prepare(self, seg: SegmentFile, state: FileState, budget: int) -> _Piece | None:
+        """The next piece of ``seg``: its complete lines from the folded offset, at most
+        ``budget`` bytes of them (or one line, if a single line is longer)."""
+        todo = seg.size - state.folded_bytes
+        if seg.closed and state.folded_bytes == 0 and todo <= budget:
             # Closed segments never change: DuckDB may read them in place.
-            return _Piece(seg, state.file_id, seg.path, seg.size, scratch=False)
+            return _Piece(seg, state.file_id, seg.path, 0, seg.size, scratch=False)
         # Possibly open: copy only the complete lines in [folded, size) - the file may
         # grow while DuckDB reads it, and its last line may be half-written.
         try:
             with seg.path.open("rb") as f:
                 f.seek(state.folded_bytes)
-                data = f.read(seg.size - state.folded_bytes)
+                data = f.read(min(todo, budget))
+                end = data.rfind(b"\n")
+                if end < 0 and len(data) < todo:  # one line longer than the budget
+                    data += f.read(todo - len(data))
+                    end = data.find(b"\n")
         except FileNotFoundError:
             return None
-        end = data.rfind(b"\n")
         if end < 0:
             return None
         assert self._scratch_dir is not None
         scratch = self._scratch_dir / f"{state.file_id}-{state.folded_bytes}.jsonl"
         scratch.write_bytes(data[: end + 1])
-        return _Piece(seg, state.file_id, scratch, state.folded_bytes + end + 1, scratch=True)
+        return _Piece(seg, state.file_id, scratch, state.folded_bytes, state.folded_bytes + end + 1, scratch=True)
 
     def _fold(self, con: duckdb.DuckDBPyConnection, kind: str, pieces: list[_Piece]) -> tuple[int, int]:
         columns = _VISIT_COLUMNS if kind == "visit" else _ACTIVITY_COLUMNS
@@ -651,6 +760,9 @@ class RollupStore:
             if kind == "visit":
                 for sql in _PAIR_STEPS:
                     con.execute(sql)
+            con.execute(_KEYED[kind])
+            for sql in _DEDUPE_STEPS:
+                con.execute(sql)
             lines = dict(counts)
             con.executemany(
                 "UPDATE files SET folded_bytes = ?, pieces = pieces + 1, lines = lines + ?, "
@@ -717,6 +829,8 @@ class RollupStore:
         con.execute("BEGIN TRANSACTION")
         try:
             con.execute("INSERT INTO dirty_days SELECT DISTINCT day FROM r_user_day WHERE file_id = ?", [file_id])
+            for sql in _DEDUPE_DROP:
+                con.execute(sql, {"file": file_id} if "$file" in sql else None)
             con.execute("INSERT OR REPLACE INTO meta VALUES ('pairs_stale', '1')")
             for table in _ROLLUP_TABLES:
                 con.execute(f"DELETE FROM {table} WHERE file_id = ?", [file_id])  # noqa: S608
@@ -765,14 +879,19 @@ class RollupStore:
         return self.cursor().execute(sql, params).fetchall()
 
     def summary(self) -> dict[str, Any]:
-        """Totals, data extent and fold progress."""
+        """Totals (landed lines, and distinct reports), data extent and fold progress."""
         totals = dict(self._rows("SELECT kind, sum(n)::BIGINT FROM r_count GROUP BY kind", []))
+        extra = dict(self._rows("SELECT kind, sum(extra)::BIGINT FROM dup GROUP BY kind", []))
         extent = self._rows("SELECT min(minute), max(minute) FROM r_count", [])[0]
         files = self._rows(
             "SELECT count(*), coalesce(sum(lines), 0)::BIGINT, coalesce(sum(bad_lines), 0)::BIGINT FROM files", []
         )[0]
         return {
             "reports": {"visit": int(totals.get(0, 0)), "activity": int(totals.get(1, 0))},
+            "distinctReports": {
+                "visit": int(totals.get(0, 0)) - int(extra.get(0, 0)),
+                "activity": int(totals.get(1, 0)) - int(extra.get(1, 0)),
+            },
             "firstMs": None if extent[0] is None else int(extent[0]) * MINUTE_MS,
             "lastMs": None if extent[1] is None else (int(extent[1]) + 1) * MINUTE_MS,
             "files": int(files[0]),
@@ -786,50 +905,70 @@ class RollupStore:
             return None
         return Range(int(lo) * MINUTE_MS, (int(hi) + 1) * MINUTE_MS)
 
-    def timeseries(self, r: Range, bucket: Bucket, kinds: Sequence[ReportKind]) -> list[dict[str, int]]:
-        """Reports per bucket and kind: ``[{"t": bucket start ms, "visit": n, "activity": n}]``."""
-        width = _BUCKET_MINUTES[bucket]
+    def timeseries(
+        self, r: Range, bucket: Bucket, kinds: Sequence[ReportKind], *, dedupe: bool = False
+    ) -> list[dict[str, int]]:
+        """Reports per bucket and kind: ``[{"t": bucket start ms, "visit": n, "activity": n}]``.
+
+        ``dedupe`` counts each distinct report once (every method taking it does the same).
+        """
+        params: dict[str, Any] = {"lo": r.start_minute, "hi": r.end_minute, "kinds": [_kind_code(k) for k in kinds]}
+        source = "r_count"
+        if dedupe:
+            source = _DEDUPED_COUNT
+        if bucket in _BUCKET_MINUTES:
+            start = "minute // $w * $w * 60000"
+            params["w"] = _BUCKET_MINUTES[bucket]
+        else:  # calendar buckets (UTC)
+            start = "epoch_ms(date_trunc($part, epoch_ms(minute * 60000)))"
+            params["part"] = bucket
         rows = self._rows(
-            "SELECT minute // $w AS b, "
+            f"SELECT {start} AS t, "  # noqa: S608 - start is one of two constants
             "sum(n) FILTER (WHERE kind = 0)::BIGINT, sum(n) FILTER (WHERE kind = 1)::BIGINT "
-            "FROM r_count WHERE minute >= $lo AND minute < $hi AND list_contains($kinds, kind) "
-            "GROUP BY b ORDER BY b",
-            {"w": width, "lo": r.start_minute, "hi": r.end_minute, "kinds": [_kind_code(k) for k in kinds]},
+            f"FROM {source} WHERE minute >= $lo AND minute < $hi AND list_contains($kinds, kind) "
+            "GROUP BY t HAVING sum(n) > 0 ORDER BY t",
+            params,
         )
-        return [{"t": int(b) * width * MINUTE_MS, "visit": int(v or 0), "activity": int(a or 0)} for b, v, a in rows]
+        return [{"t": int(t), "visit": int(v or 0), "activity": int(a or 0)} for t, v, a in rows]
 
     @staticmethod
-    def _span(table: str, columns: str, r: Range) -> tuple[str, list[Any]]:
+    def _span(table: str, columns: str, r: Range, dedupe: bool = False) -> tuple[str, list[Any]]:
         """A subquery of ``columns, n`` rows covering ``r``: whole UTC days from the day
-        table, the partial days at either end from the minute table (identifiers are
-        constants; the bounds are bound parameters)."""
+        table, the partial days at either end from the minute table, and with ``dedupe``
+        the extra copies subtracted (identifiers are constants; values are bound)."""
         lo, hi = r.start_minute, r.end_minute
         first_day, end_day = -(-lo // 1440), hi // 1440  # whole days: [first_day, end_day)
         minute_sql = f"SELECT {columns}, n FROM {table} WHERE minute >= ? AND minute < ?"  # noqa: S608
         if first_day >= end_day:
-            return minute_sql, [lo, hi]
-        day_sql = f"SELECT {columns}, n FROM {table}_d WHERE day >= ? AND day < ?"  # noqa: S608
-        return (
-            f"{day_sql} UNION ALL {minute_sql} UNION ALL {minute_sql}",
-            [first_day, end_day, lo, first_day * 1440, end_day * 1440, hi],
-        )
+            sql, params = minute_sql, [lo, hi]
+        else:
+            day_sql = f"SELECT {columns}, n FROM {table}_d WHERE day >= ? AND day < ?"  # noqa: S608
+            sql = f"{day_sql} UNION ALL {minute_sql} UNION ALL {minute_sql}"
+            params = [first_day, end_day, lo, first_day * 1440, end_day * 1440, hi]
+        if dedupe:
+            sql += f" UNION ALL SELECT {columns}, -extra FROM dup WHERE kind = ? AND minute >= ? AND minute < ?"  # noqa: S608
+            params += [1 if table == "r_activity" else 0, lo, hi]
+        return sql, params
 
-    def _breakdown(self, table: str, column: str, r: Range) -> list[dict[str, int]]:
-        span, params = self._span(table, column, r)
-        rows = self._rows(f"SELECT {column}, sum(n)::BIGINT FROM ({span}) GROUP BY 1 ORDER BY 1", params)  # noqa: S608
+    def _breakdown(self, table: str, column: str, r: Range, dedupe: bool) -> list[dict[str, int]]:
+        span, params = self._span(table, column, r, dedupe)
+        rows = self._rows(
+            f"SELECT {column}, sum(n)::BIGINT FROM ({span}) GROUP BY 1 HAVING sum(n) > 0 ORDER BY 1",  # noqa: S608
+            params,
+        )
         return [{"type": int(k), "count": int(n)} for k, n in rows]
 
-    def activity_types(self, r: Range) -> list[dict[str, int]]:
+    def activity_types(self, r: Range, *, dedupe: bool = False) -> list[dict[str, int]]:
         """Activities per ``activityType``."""
-        return self._breakdown("r_activity", "activity_type", r)
+        return self._breakdown("r_activity", "activity_type", r, dedupe)
 
-    def algorithm_types(self, r: Range) -> list[dict[str, int]]:
+    def algorithm_types(self, r: Range, *, dedupe: bool = False) -> list[dict[str, int]]:
         """Visits per ``algorithmType``."""
-        return self._breakdown("r_algorithm", "algorithm_type", r)
+        return self._breakdown("r_algorithm", "algorithm_type", r, dedupe)
 
-    def visit_durations(self, r: Range) -> list[dict[str, Any]]:
+    def visit_durations(self, r: Range, *, dedupe: bool = False) -> list[dict[str, Any]]:
         """Visit-duration histogram, every bucket listed (zero counts included)."""
-        span, params = self._span("r_duration", "bucket", r)
+        span, params = self._span("r_duration", "bucket", r, dedupe)
         counts = dict(self._rows(f"SELECT bucket, sum(n)::BIGINT FROM ({span}) GROUP BY 1", params))  # noqa: S608
         out: list[dict[str, Any]] = []
         edges = DURATION_EDGES_MINUTES
@@ -838,38 +977,42 @@ class RollupStore:
             out.append({"fromMinutes": lo, "toMinutes": hi, "count": int(counts.get(i, 0))})
         return out
 
-    def top_pois(self, r: Range, by: Literal["visits", "users"], limit: int) -> list[dict[str, Any]]:
+    def top_pois(
+        self, r: Range, by: Literal["visits", "users"], limit: int, *, dedupe: bool = False
+    ) -> list[dict[str, Any]]:
         """Points of interest with the most visits (or distinct users), ties broken by poiId.
 
         Both counts are exact; distinct users come from ``pair_minutes`` (a filtered count,
-        see the schema), visits from ``r_poi``.
+        see the schema; the same with ``dedupe``), visits from ``r_poi``.
         """
         lo, hi = r.start_minute, r.end_minute
         if by == "visits":
-            span, params = self._span("r_poi", "poi_id", r)
+            span, params = self._span("r_poi", "poi_id", r, dedupe)
             ranked = self._rows(
                 f"SELECT poi_id, sum(n)::BIGINT AS visits FROM ({span}) "  # noqa: S608
                 "GROUP BY poi_id ORDER BY visits DESC, poi_id LIMIT ?",
                 [*params, limit],
             )
-            users = self._poi_counts("users", r, [p for p, _ in ranked])
+            users = self._poi_counts("users", r, [p for p, _ in ranked], dedupe)
             return [{"poiId": str(p), "visits": int(v), "users": users[p]} for p, v in ranked]
         ranked = self._rows(
             "SELECT poi_id, count(*) AS users FROM pair_minutes WHERE minute >= ? AND minute < ? AND prev < ? "
             "GROUP BY poi_id ORDER BY users DESC, poi_id LIMIT ?",
             [lo, hi, lo, limit],
         )
-        visits = self._poi_counts("visits", r, [p for p, _ in ranked])
+        visits = self._poi_counts("visits", r, [p for p, _ in ranked], dedupe)
         return [{"poiId": str(p), "visits": visits[p], "users": int(u)} for p, u in ranked]
 
-    def _poi_counts(self, what: Literal["visits", "users"], r: Range, pois: Sequence[int]) -> dict[int, int]:
+    def _poi_counts(
+        self, what: Literal["visits", "users"], r: Range, pois: Sequence[int], dedupe: bool
+    ) -> dict[int, int]:
         if not pois:
             return {}
         # An IN list of placeholders (values still bound) plans as a constant filter, much
         # faster in DuckDB than a semi-join against an unnested list parameter.
         marks = ", ".join("?" * len(pois))
         if what == "visits":
-            span, params = self._span("r_poi", "poi_id", r)
+            span, params = self._span("r_poi", "poi_id", r, dedupe)
             sql = f"SELECT poi_id, sum(n)::BIGINT FROM ({span}) WHERE poi_id IN ({marks}) GROUP BY poi_id"  # noqa: S608
             params = [*params, *pois]
         else:
@@ -878,19 +1021,20 @@ class RollupStore:
         found = {int(p): int(n) for p, n in self._rows(sql, params)}
         return {p: found.get(p, 0) for p in pois}
 
-    def geo(self, r: Range, cell: int) -> list[list[int]]:
+    def geo(self, r: Range, cell: int, *, dedupe: bool = False) -> list[list[int]]:
         """Visit density on a ``cell``-degree grid: ``[[lon_lo, lat_lo, count], ...]``."""
-        span, params = self._span("r_geo", "lat, lon", r)
+        span, params = self._span("r_geo", "lat, lon", r, dedupe)
         rows = self._rows(
             # floor(), not //: DuckDB integer division truncates toward zero.
             "SELECT floor(lon / ?)::INTEGER * ? AS x, floor(lat / ?)::INTEGER * ? AS y, sum(n)::BIGINT "  # noqa: S608
-            f"FROM ({span}) GROUP BY x, y ORDER BY x, y",
+            f"FROM ({span}) GROUP BY x, y HAVING sum(n) > 0 ORDER BY x, y",
             [cell, cell, cell, cell, *params],
         )
         return [[int(x), int(y), int(n)] for x, y, n in rows]
 
     def unique_users(self, r: Range, kinds: Sequence[ReportKind]) -> list[dict[str, Any]]:
-        """Distinct userIds per UTC day, for every day overlapping the range (whole days)."""
+        """Distinct userIds per UTC day, for every day overlapping the range: whole days,
+        so the range counted is :func:`day_range` of ``r``."""
         kind = 2 if len(kinds) > 1 else _kind_code(kinds[0])
         rows = self._rows(
             "SELECT day, users FROM c_user_day WHERE day >= ? AND day <= ? AND kind = ? AND users > 0 ORDER BY day",
@@ -899,6 +1043,10 @@ class RollupStore:
         return [
             {"day": (dt.date(1970, 1, 1) + dt.timedelta(days=int(d))).isoformat(), "users": int(u)} for d, u in rows
         ]
+
+
+# r_count with each report's extra copies subtracted (same columns the time series reads).
+_DEDUPED_COUNT: Final = "(SELECT minute, kind, n FROM r_count UNION ALL SELECT minute, kind, -extra FROM dup)"
 
 
 def _kind_code(kind: ReportKind) -> int:

@@ -32,7 +32,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Record headers the gateway writes (design.md §2): report type, schema version,
+#: Record headers the gateway writes: report type, schema version,
 #: gateway receive time (epoch ms, ASCII digits) and the HTTP request id.
 HEADER_TYPE: Final = "ff-type"
 HEADER_SCHEMA: Final = "ff-schema"

@@ -6,6 +6,14 @@ on the hot path). A :class:`SnapshotWriter` task dumps the registry every second
 merges every snapshot in the directory with its own live registry: counters and
 histograms add up over all processes, dead ones included (so a restarted worker does
 not make counters go backwards); gauges add up over live processes only.
+
+Every exposition also carries, whatever the role:
+
+- ``process_*`` (CPU seconds, resident and virtual memory, open and maximum file
+  descriptors, start time) for each live process that keeps a registry, one series per
+  process with a ``pid`` label (``sum without (pid)`` gives the service's total); a dead
+  process's series vanish with it;
+- ``footfall_build_info{version, python}`` = 1: what code answers.
 """
 
 from __future__ import annotations
@@ -15,11 +23,15 @@ import bisect
 import contextlib
 import math
 import os
+import platform
+import resource
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
 
 import orjson
+
+from footfall import __version__
 
 __all__ = [
     "LATENCY_BUCKETS",
@@ -37,6 +49,42 @@ LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 SIZE_BUCKETS: Final = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576)
 
 Kind = Literal["counter", "gauge", "histogram"]
+
+#: The standard process metrics: name, kind, help, key in a snapshot's ``process`` sample.
+_PROCESS_METRICS: Final = (
+    ("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds", "cpu"),
+    ("process_resident_memory_bytes", "gauge", "Resident memory size in bytes", "rss"),
+    ("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes", "vms"),
+    ("process_open_fds", "gauge", "Number of open file descriptors", "fds"),
+    ("process_max_fds", "gauge", "Maximum number of open file descriptors", "max_fds"),
+    ("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds", "start"),
+)
+_BUILD_INFO: Final = (
+    "# HELP footfall_build_info Footfall version and Python version answering (always 1)\n"
+    "# TYPE footfall_build_info gauge\n"
+    f'footfall_build_info{{version="{__version__}",python="{platform.python_version()}"}} 1\n'
+)
+_start_time: float | None = None
+
+
+def _process_sample() -> dict[str, float]:
+    """This process's CPU, memory, descriptors and start time (Linux ``/proc``; CPU only elsewhere)."""
+    global _start_time
+    times = os.times()
+    sample = {"cpu": times.user + times.system}
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        page = os.sysconf("SC_PAGE_SIZE")
+        vms, rss = Path("/proc/self/statm").read_text().split()[:2]
+        sample["vms"], sample["rss"] = int(vms) * page, int(rss) * page
+        sample["fds"] = sum(1 for _ in Path("/proc/self/fd").iterdir())
+        sample["max_fds"] = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if _start_time is None:
+            stat = Path("/proc/self/stat").read_text()
+            ticks = int(stat[stat.rindex(")") + 2 :].split()[19])  # field 22: start time in clock ticks since boot
+            boot = next(line for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime "))
+            _start_time = int(boot.split()[1]) + ticks / os.sysconf("SC_CLK_TCK")
+        sample["start"] = _start_time
+    return sample
 
 
 class _Metric:
@@ -162,6 +210,7 @@ class Registry:
         """A JSON-able picture of every metric, tagged with this process's pid."""
         return {
             "pid": os.getpid(),
+            "process": _process_sample(),
             "metrics": {
                 m.name: {
                     "kind": m.kind,
@@ -224,8 +273,23 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+def _process_lines(snapshots: Sequence[dict[str, Any]]) -> list[str]:
+    samples = sorted(
+        (int(snap["pid"]), snap["process"]) for snap in snapshots if "process" in snap and _alive(int(snap["pid"]))
+    )
+    lines: list[str] = []
+    for name, kind, help_text, key in _PROCESS_METRICS:
+        values = [(pid, sample[key]) for pid, sample in samples if key in sample]
+        if values:
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} {kind}")
+            lines.extend(f'{name}{{pid="{pid}"}} {_fmt(value)}' for pid, value in values)
+    return lines
+
+
 def render(snapshots: Iterable[dict[str, Any]]) -> str:
-    """Prometheus text exposition (format 0.0.4) of the merged snapshots."""
+    """Prometheus text exposition (format 0.0.4) of the merged snapshots, process metrics and build info."""
+    snapshots = list(snapshots)
     lines: list[str] = []
     for name, metric in sorted(_merge(snapshots).items()):
         kind, names = metric["kind"], metric["labelnames"]
@@ -243,7 +307,8 @@ def render(snapshots: Iterable[dict[str, Any]]) -> str:
                 lines.append(f"{name}_count{_labels(names, key)} {cumulative}")
             else:
                 lines.append(f"{name}{_labels(names, key)} {_fmt(value)}")
-    return "\n".join(lines) + "\n"
+    lines.extend(_process_lines(snapshots))
+    return "\n".join(lines) + "\n" + _BUILD_INFO
 
 
 def collect(directory: Path | None, live: Registry) -> str:

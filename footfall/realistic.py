@@ -192,14 +192,20 @@ def world() -> World:
 
 
 class RealisticUser:
-    """One simulated user; :meth:`day` gives a day of visits and activities."""
+    """One simulated user; :meth:`day` gives a day of visits and activities.
 
-    def __init__(self, seed: int, client: int, start_date: dt.date) -> None:
+    ``uid`` replaces the seeded userId (the bench derives one from its run id); the seeded one
+    is drawn anyway, so every other draw, and so the data, stays that of ``(seed, client)``.
+    """
+
+    def __init__(self, seed: int, client: int, start_date: dt.date, *, uid: uuid.UUID | None = None) -> None:
         w = world()
         rng = random.Random(f"footfall-realistic/{seed}/{client}")
         self._seed_prefix = f"footfall-realistic/{seed}/{client}/"
         self._start_date = start_date
-        self.user_id: uuid.UUID = user_id(rng)
+        # The seeded id is drawn even when ``uid`` replaces it, so every later draw stays the same.
+        seeded = user_id(rng)
+        self.user_id: uuid.UUID = seeded if uid is None else uid
         self.city = bisect.bisect_left(w.city_cum_weights, rng.random() * w.city_cum_weights[-1])
         self.wake_min = min(10 * 60, max(5 * 60, rng.gauss(7 * 60, 45)))
         self.work: int | None = w.poi_of(rng, self.city, ("office",)) if rng.random() < 0.7 else None

@@ -1,4 +1,4 @@
-"""Report schemas: the wire format of the original Go client (design.md §2).
+"""Report schemas: the wire format of the original Go client.
 
 Two report types, visit and activity, posted as JSON arrays. Field names are the
 client's camelCase, times are Unix epoch milliseconds. Decoding is strict about

@@ -14,21 +14,24 @@ that names the flag and its env var.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
+import sys
+import traceback
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 
 import msgspec
 
-from footfall.errors import ConfigError
+from footfall.errors import ConfigError, FootfallError
 
-__all__ = ["LOG_LEVELS", "SettingsParser", "env_name", "flag_name", "parse_settings", "run_main"]
+__all__ = ["LOG_LEVELS", "SettingsParser", "env_name", "flag_name", "in_words", "parse_settings", "run_main"]
 
 S = TypeVar("S", bound=msgspec.Struct)
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-_PATH_RE = re.compile(r" - at `\$\.(\w+)`")
+_PATH_RE = re.compile(r" - at `\$\.(\w+)(?:\[(\d+)\])?`")
 _MISSING_RE = re.compile(r"missing required field `(\w+)`")
 _SEQUENCE_TYPES = (msgspec.inspect.ListType, msgspec.inspect.VarTupleType, msgspec.inspect.SetType)
 
@@ -66,6 +69,14 @@ def _fields(cls: type[msgspec.Struct]) -> tuple[msgspec.inspect.Field, ...]:
     return info.fields
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line naming the flag (not the whole usage), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        message = re.sub(r"^argument ([^:]+): ", r"\1: ", message).replace("invalid choice: ", "invalid choice ")
+        self.exit(2, f"error: {message}; see {self.prog} --help\n")
+
+
 class SettingsParser:
     """An argparse front end for one settings Struct; see the module docstring."""
 
@@ -80,7 +91,7 @@ class SettingsParser:
     ) -> None:
         self.cls = cls
         self.env_prefix = env_prefix
-        self.parser = argparse.ArgumentParser(
+        self.parser = _OneLineParser(
             prog=prog,
             description=description,
             epilog=epilog,
@@ -139,9 +150,9 @@ class SettingsParser:
         try:
             return msgspec.convert(values, self.cls, strict=False)
         except msgspec.ValidationError as exc:
-            raise ConfigError(self._explain(str(exc))) from exc
+            raise ConfigError(self._explain(str(exc), values)) from exc
 
-    def _explain(self, message: str) -> str:
+    def _explain(self, message: str, values: Mapping[str, Any]) -> str:
         missing = _MISSING_RE.search(message)
         if missing is not None and missing[1] in self._by_dest:
             field = self._by_dest[missing[1]]
@@ -150,8 +161,80 @@ class SettingsParser:
         if m is None or m[1] not in self._by_dest:
             return f"invalid settings: {message}"
         field = self._by_dest[m[1]]
-        what = message[: m.start()]
+        value = values.get(m[1])
+        if m[2] is not None and isinstance(value, (list, tuple)) and int(m[2]) < len(value):
+            value = value[int(m[2])]
+        what = in_words(message[: m.start()], field, value)
         return f"{flag_name(field)} (env {env_name(field, self.env_prefix)}): {what}"
+
+
+_TYPE_WORDS: Final = {
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+    "str": "text",
+    "array": "a list",
+}
+_EXPECTED_RE = re.compile(r"^Expected `(\w+)`(?: \| null)?(?:, got `\w+`)?(?: (.*))?$")
+_BOUND_RE = re.compile(r"^(>=|<=|>|<) (\S+)$")
+_LENGTH_RE = re.compile(r"^of length (>=|<=) (\d+)$")
+_SECRET_RE = re.compile(r"auth|key|password|secret|token")
+_FORM_RE = re.compile(r"^([A-Z][A-Z0-9_]*(?:[:=@/.][A-Z0-9_]+)+)\b")
+_EXAMPLE_RE = re.compile(r"\be\.g\. (\S+)")
+
+
+def _form(field: msgspec.inspect.Field) -> str:
+    """What a pattern-checked value looks like, in words: ``extra={"form": ...}``, else the
+    description's leading ``KEY:SECRET``-like token or its ``e.g. X``."""
+    given = _extra(field).get("form")
+    if given:
+        return str(given)
+    description = _description(field)
+    if m := _FORM_RE.match(description):
+        return m[1]
+    if m := _EXAMPLE_RE.search(description):
+        return "a value like " + m[1].rstrip(".,;)")
+    return f"the form described in --help ({description})" if description else "the form described in --help"
+
+
+def in_words(message: str, field: msgspec.inspect.Field, value: Any) -> str:
+    """A msgspec validation message for one field, said in words with the value given.
+
+    ``Expected `int`, got `str``` becomes ``expected a whole number, got 'abc'``; a regex
+    mismatch becomes ``expected USER:PASSWORD, got 'nocolon'``. Messages this does not know
+    are passed through.
+    """
+    if value is None:
+        got = ""
+    elif _SECRET_RE.search(field.name):
+        got = " (value not shown: it is a secret)"
+    else:
+        got = f", got {value!r}"
+    if message.startswith("Invalid enum value"):
+        base = _base_type(field)
+        choices = [str(v) for v in base.values] if isinstance(base, msgspec.inspect.LiteralType) else []
+        return f"expected one of {', '.join(choices)}{got}" if choices else message
+    m = _EXPECTED_RE.match(message)
+    if m is None:
+        return message
+    kind, rest = m[1], m[2] or ""
+    words = _TYPE_WORDS.get(kind, kind)
+    if not rest:
+        return f"expected {words}{got}"
+    if rest.startswith("matching regex"):
+        return f"expected {_form(field)}{got}"
+    if bound := _BOUND_RE.match(rest):
+        op, limit = bound[1], bound[2].removesuffix(".0") if kind == "float" else bound[2]
+        return f"expected {words} {op} {limit}{got}"
+    if length := _LENGTH_RE.match(rest):
+        op, n = length[1], int(length[2])
+        if kind == "array":
+            most = "at least" if op == ">=" else "at most"
+            return "give it at least once" if (op, n) == (">=", 1) else f"give it {most} {n} times"
+        if (op, n) == (">=", 1):
+            return "must not be empty"
+        return f"expected {'at least' if op == '>=' else 'at most'} {n} characters{got}"
+    return f"expected {words} {rest}{got}"
 
 
 def parse_settings(
@@ -170,13 +253,18 @@ def parse_settings(
 
 
 def run_main(main: Callable[[], int]) -> int:
-    """Run a CLI entry point: ``ConfigError`` becomes one line on stderr and exit code 2."""
-    import sys
+    """Run a CLI entry point; a :class:`FootfallError` that ends it becomes one line on stderr.
 
+    The exit code is the error's ``exit_code`` (2 for a bad setting, 1 for what the machine
+    refused). The traceback follows only when the root logger is at debug
+    (``--log-level debug``); Ctrl+C is exit 130.
+    """
     try:
         return main()
-    except ConfigError as exc:
+    except FootfallError as exc:
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            traceback.print_exc(file=sys.stderr)
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130

@@ -2,9 +2,11 @@
 
 Start-up, in this order:
 
-1. parse flags and env vars (a bad value: one line naming the flag, exit 2);
-2. wait for the broker, create the topics if absent, resolve ``--idempotence auto``
-   (InitProducerId granted or not) — once, in the main process;
+1. parse flags and env vars (a bad value: one line naming the flag, exit 2); check the
+   port is free and ``--metrics-dir`` writable (else one line, exit 1);
+2. wait for the broker (none within ``--startup-timeout``: one line, exit 1), create the
+   topics if absent, resolve ``--idempotence auto`` (InitProducerId granted or not) — once,
+   in the main process;
 3. create the metrics directory every worker snapshots into;
 4. serve with Sanic's worker manager (``--workers`` processes, uvloop). SIGTERM/SIGINT
    stop accepting, drain in-flight requests and batches within ``--shutdown-timeout``, exit 0.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import logging
 import shutil
@@ -23,9 +26,10 @@ from pathlib import Path
 
 import msgspec
 
-from footfall.errors import BrokerUnavailableError, ConfigError
+from footfall.errors import BrokerUnavailableError, ConfigError, StartupError
 from footfall.kafka import ensure_topics, wait_for_broker
 from footfall.logs import configure_logging
+from footfall.preflight import check_directory, check_listen
 from footfall.settings import run_main
 from gateway.settings import GatewaySettings, parse_gateway_settings
 
@@ -80,15 +84,17 @@ def _serve(settings: GatewaySettings, idempotence: bool) -> None:
 def _run(argv: Sequence[str] | None) -> int:
     settings = parse_gateway_settings(argv)
     configure_logging(settings.log_level, "gateway")
+    # The machine's refusals first: they are the operator's to fix and cost no broker wait.
+    check_listen(settings.host, settings.port, "--port")
+    if settings.metrics_dir:
+        check_directory(Path(settings.metrics_dir), "--metrics-dir")
     try:
         idempotence = asyncio.run(_prepare(settings))
     except BrokerUnavailableError as exc:
-        log.error("cannot start: %s", exc)
-        return 1
+        raise StartupError(f"--brokers: {exc}") from exc
     temporary: Path | None = None
     if settings.metrics_dir:
         metrics_dir = Path(settings.metrics_dir)
-        metrics_dir.mkdir(parents=True, exist_ok=True)
         for stale in metrics_dir.glob("*.json"):  # counters of an earlier run must not add up
             stale.unlink(missing_ok=True)
     else:
@@ -106,6 +112,11 @@ def _run(argv: Sequence[str] | None) -> int:
     )
     try:
         _serve(settings, idempotence)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        # taken between the check above and Sanic's bind
+        raise StartupError(f"--port: cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from exc
     finally:
         if temporary is not None:
             with contextlib.suppress(OSError):
@@ -115,7 +126,8 @@ def _run(argv: Sequence[str] | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the gateway; returns the exit code (0 after a graceful shutdown, 2 for bad flags)."""
+    """Run the gateway; returns the exit code (0 after a graceful shutdown, 2 for bad flags,
+    1 when the machine or the broker refused: port in use, directory not writable, no Kafka)."""
     return run_main(lambda: _run(argv))
 
 

@@ -69,6 +69,9 @@ _SCHEMA_BYTES: Final = str(SCHEMA_VERSION).encode()
 #: before it has seen every worker's start-up ack, and it polls for acks every 0.1 s.
 _READY_GRACE: Final = 0.5
 _CORS_HEADERS: Final = "Content-Type, Content-Encoding, Authorization, X-API-Key, X-Request-ID"
+_ROUTES_HINT: Final = (
+    "reports go to POST /api/visit/v1 or /api/activity/v1; GET /healthz, /readyz, /metrics, /openapi.json"
+)
 
 ProducerFactory = Callable[[GatewaySettings, GatewayMetrics], ReportProducer]
 
@@ -80,6 +83,7 @@ class GatewayContext:
         self.settings = settings
         self.producer_factory = producer_factory
         self.metrics = GatewayMetrics()
+        self.metrics.declare((settings.visit_topic, settings.activity_topic), [path for _, path in API_ROUTES])
         self.producer: ReportProducer | None = None
         self.snapshots: SnapshotWriter | None = None
         self.metrics_dir = Path(settings.metrics_dir) if settings.metrics_dir else None
@@ -194,7 +198,7 @@ async def _ingest(request: GatewayRequest, report_type: ReportType, route: str) 
     topic = ctx.settings.topic_for(report_type)
     metrics = ctx.metrics
     route_metrics = ctx.route_metrics.get(route)
-    if route_metrics is None:  # created on first use: no zero series for routes never called
+    if route_metrics is None:  # looked up once per route (the series exist from zero: GatewayMetrics.declare)
         route_metrics = ctx.route_metrics[route] = _RouteMetrics(metrics, route, topic)
     waiting = False
     try:
@@ -327,6 +331,7 @@ async def _readyz(request: GatewayRequest) -> HTTPResponse:
         "ready": ready,
         "starting": starting,
         "broker_reachable": producer is not None and producer.broker_reachable,
+        "sender_alive": producer is not None and producer.sender_alive,
         "inflight_bytes": producer.inflight_bytes if producer is not None else 0,
         "max_inflight_bytes": ctx.settings.max_inflight_bytes,
         "pid": os.getpid(),
@@ -345,25 +350,35 @@ async def _openapi(request: GatewayRequest) -> HTTPResponse:
 
 
 def _sanic_error(request: GatewayRequest, exc: Exception) -> HTTPResponse:
-    """Sanic's own errors (404, 405, 413 from Content-Length, malformed HTTP, ...) and bugs, as JSON."""
+    """Sanic's own errors (404, 405, 413 from Content-Length, malformed HTTP, ...) and bugs, as JSON.
+
+    Like every answer they carry X-Request-ID; a 405 keeps Sanic's ``Allow`` header.
+    """
     ctx = request.app.ctx
+    request_id = _request_id(request, ctx)
+    headers = {"X-Request-ID": request_id}
     if isinstance(exc, SanicException):
         status = int(exc.status_code)
         code = re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
         message = str(exc) or code
-        if status == 413:
+        headers.update({str(k): str(v) for k, v in (exc.headers or {}).items()})
+        if status == 404:
+            message = f"no route for {request.method} {request.path}: {_ROUTES_HINT}"
+        elif status == 405:
+            message = f"{request.method} is not allowed on {request.path}; use {headers.get('Allow', 'another method')}"
+        elif status == 413:
             message = (
                 f"body is over {ctx.settings.max_body_bytes} bytes as sent (--max-body-bytes): send smaller requests"
             )
     else:
         status, code, message = 500, "internal_error", "internal error (logged with the request id)"
-        log.error("unhandled error", exc_info=exc, extra={"path": request.path})
-    headers: dict[str, str] = {}
+        log.error("unhandled error", exc_info=exc, extra={"path": request.path, "request_id": request_id})
     if status == 503:
         headers["Retry-After"] = ctx.retry_after
     route = request.path if request.route is not None else "other"
     ctx.metrics.requests.labels(route, str(status)).inc()
-    return _json(_ENCODER.encode(ErrorBody(error=code, message=message)), status, headers)
+    body = ErrorBody(error=code, message=message, request_id=request_id)
+    return _json(_ENCODER.encode(body), status, headers)
 
 
 async def _before_start(app: GatewayApp) -> None:
@@ -485,7 +500,8 @@ def create_app(
 
 
 def _start_watchdog(app: Sanic[Any, Any]) -> None:
-    """In the main process: restart workers that die (Sanic itself does not)."""
-    from gateway.watchdog import WorkerWatchdog
+    """In the main process: restart workers that die (Sanic itself does not); exit if the shared state dies."""
+    from gateway.watchdog import WorkerWatchdog, exit_when_shared_state_lost
 
+    exit_when_shared_state_lost(app.manager, app.ctx.settings.shutdown_timeout)
     WorkerWatchdog(app.manager).start()

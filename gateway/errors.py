@@ -24,6 +24,7 @@ from typing import ClassVar
 import msgspec
 
 __all__ = [
+    "REJECTION_CODES",
     "BadRequestError",
     "BrokerDownError",
     "FieldError",
@@ -111,3 +112,11 @@ class BrokerDownError(UnavailableError):
 
 class ProduceFailedError(UnavailableError):
     code = "produce_failed"
+
+
+def _codes(cls: type[GatewayError]) -> set[str]:
+    return {cls.code}.union(*(_codes(sub) for sub in cls.__subclasses__()))
+
+
+#: Every ``code`` a request can be answered with (``reports_rejected_total`` shows each, from zero).
+REJECTION_CODES: tuple[str, ...] = tuple(sorted(_codes(GatewayError) - {GatewayError.code}))

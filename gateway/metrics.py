@@ -7,9 +7,11 @@ dumps it every second into the metrics directory the main process created, and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
 from footfall.metrics import LATENCY_BUCKETS, SIZE_BUCKETS, Registry
+from gateway.errors import REJECTION_CODES
 
 __all__ = ["METRIC_NAMES", "GatewayMetrics"]
 
@@ -27,7 +29,9 @@ METRIC_NAMES: Final = (
     "footfall_gateway_inflight_bytes",
     "footfall_gateway_inflight_requests",
     "footfall_gateway_broker_errors_total",
+    "footfall_gateway_producer_replacements_total",
     "footfall_gateway_ready",
+    "footfall_gateway_workers",
 )
 
 
@@ -73,4 +77,28 @@ class GatewayMetrics:
             "Failed batches, produce timeouts and failed broker probes, by kind",
             ("kind",),
         )
-        self.ready = r.gauge(_PREFIX + "ready", "1 if this worker is ready (broker reachable, not saturated)")
+        self.producer_replacements = r.counter(
+            _PREFIX + "producer_replacements_total",
+            "Kafka producers replaced because their sender task died",
+        )
+        # Gauges add up over the live workers: ready == workers means every worker would answer 200.
+        self.ready = r.gauge(
+            _PREFIX + "ready", "Workers ready (broker reachable, sender alive, not saturated); each ready worker adds 1"
+        )
+        self.workers = r.gauge(_PREFIX + "workers", "Worker processes running; each worker adds 1")
+        self.workers.set(1)
+
+    def declare(self, topics: Sequence[str], routes: Sequence[str]) -> None:
+        """Create the known label sets now, so each series exists from zero (a rate() needs a first sample)."""
+        for topic in topics:
+            self.accepted.labels(topic)
+            self.ack_seconds.labels(topic)
+            self.batch_records.labels(topic)
+            self.batch_bytes.labels(topic)
+            for code in REJECTION_CODES:
+                self.rejected.labels(topic, code)
+        for route in routes:
+            self.requests.labels(route, "200")
+            self.request_seconds.labels(route)
+        for kind in ("probe", "produce_timeout", "sender_died"):
+            self.broker_errors.labels(kind)

@@ -28,6 +28,15 @@ Batching (per worker process):
 Bounded memory: bytes of records not yet acknowledged are counted per worker;
 :meth:`submit` refuses a request with :class:`~gateway.errors.SaturatedError` when
 they would pass ``max_inflight_bytes``. Bytes are released when a batch is acked or fails.
+
+No duplicates from re-sends: aiokafka runs with the sender of :mod:`gateway.sender`, which,
+unless the producer is idempotent, never re-sends a batch that may already be stored (its
+connection broke after the request left); that batch fails, and its requests get 503.
+
+Liveness: aiokafka's sender task does all the sending; if it dies, every later batch fails.
+The broker probe (every 0.5 s) notices, logs an error, turns ``/readyz`` false
+(``sender_alive: false``) and replaces the aiokafka producer with a new one as soon as the
+broker accepts a connection; batches not yet handed over go to the new one.
 """
 
 from __future__ import annotations
@@ -48,8 +57,9 @@ from aiokafka.protocol.transaction import InitProducerIdRequest  # type: ignore[
 
 from footfall.errors import BrokerError, BrokerUnavailableError
 from footfall.kafka import parse_brokers, partition_for
-from gateway.errors import BrokerDownError, ProduceTimeoutError, SaturatedError, UnavailableError
+from gateway.errors import BrokerDownError, ProduceFailedError, ProduceTimeoutError, SaturatedError, UnavailableError
 from gateway.metrics import GatewayMetrics
+from gateway.sender import OutcomeUnknownError, install_sender
 from gateway.settings import GatewaySettings
 
 __all__ = [
@@ -100,8 +110,13 @@ class ReportProducer(Protocol):
     @property
     def broker_reachable(self) -> bool: ...
 
+    @property
+    def sender_alive(self) -> bool:
+        """False from the moment aiokafka's sender task is found dead until its producer is replaced."""
+        ...
+
     def ready(self) -> bool:
-        """Broker reachable, no recent failure, not saturated."""
+        """Broker reachable, sender alive, no recent failure, not saturated."""
         ...
 
     async def start(self) -> None: ...
@@ -200,6 +215,8 @@ class _BaseProducer:
         self._last_shed = -1e9
         self._probe_task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._sender_alive = True
+        self._retired: set[asyncio.Task[None]] = set()  # dead producers being stopped
         self._unsettled = 0  # batches (or per-report deliveries) not yet acked or failed
         self._settled: asyncio.Event | None = None
         self._produce_timeout = settings.produce_timeout_ms / 1000
@@ -213,10 +230,15 @@ class _BaseProducer:
     def broker_reachable(self) -> bool:
         return self._probe_ok
 
+    @property
+    def sender_alive(self) -> bool:
+        return self._sender_alive
+
     def ready(self) -> bool:
         now = time.monotonic()
         return (
             self._probe_ok
+            and self._sender_alive
             and not self._stopping
             and now - self._last_failure > _FAILURE_HOLD
             and now - self._last_shed > _SHED_HOLD
@@ -233,6 +255,18 @@ class _BaseProducer:
         if self._producer is not None:
             return
         s = self._settings
+        self._producer = await self._start_kafka_producer()
+        self._settled = asyncio.Event()
+        self._settled.set()
+        self._probe_task = asyncio.get_running_loop().create_task(self._probe_loop())
+        log.info(
+            "producer started",
+            extra={"partitions": self._partition_counts, "idempotence": self._idempotence, "mode": s.produce_mode},
+        )
+
+    async def _start_kafka_producer(self) -> Any:
+        """A started aiokafka producer (with the safe sender) that knows the topics' partition counts."""
+        s = self._settings
         producer = AIOKafkaProducer(
             bootstrap_servers=parse_brokers(s.brokers),
             acks="all",
@@ -244,22 +278,54 @@ class _BaseProducer:
             enable_idempotence=self._idempotence,
             client_id="footfall-gateway",
         )
+        install_sender(producer)
         try:
             await producer.start()
             for topic in (s.visit_topic, s.activity_topic):
                 self._partition_counts[topic] = len(await producer.partitions_for(topic))
-        except KafkaError as exc:
+        except (KafkaError, asyncio.CancelledError) as exc:
             with contextlib.suppress(KafkaError):
                 await producer.stop()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
             raise BrokerUnavailableError(f"cannot start the Kafka producer on {s.brokers}: {exc!r}") from exc
-        self._producer = producer
-        self._settled = asyncio.Event()
-        self._settled.set()
-        self._probe_task = asyncio.get_running_loop().create_task(self._probe_loop())
-        log.info(
-            "producer started",
-            extra={"partitions": self._partition_counts, "idempotence": self._idempotence, "mode": s.produce_mode},
-        )
+        return producer
+
+    def _sender_died(self) -> BaseException | None:
+        """The exception aiokafka's sender task ended with, if it is no longer running."""
+        sender = self._producer._sender if self._producer is not None else None
+        task = sender.sender_task if sender is not None else None
+        if task is None or not task.done():
+            return None
+        return task.exception() if not task.cancelled() else asyncio.CancelledError()
+
+    async def _replace_producer(self, error: BaseException) -> None:
+        """Swap a producer whose sender died for a new one (retried at each probe while the broker refuses)."""
+        if self._sender_alive:
+            self._sender_alive = False
+            self._metrics.broker_errors.labels("sender_died").inc()
+            log.error("Kafka producer's sender task died; replacing the producer", extra={"error": repr(error)})
+        try:
+            within = self._settings.request_timeout_ms / 1000
+            producer = await asyncio.wait_for(self._start_kafka_producer(), timeout=within)
+        except (BrokerUnavailableError, TimeoutError) as exc:
+            log.warning("producer not replaced yet; retrying", extra={"error": repr(exc)})
+            return
+        dead, self._producer = self._producer, producer
+        self._sender_alive = True
+        self._metrics.producer_replacements.inc()
+        log.warning("producer replaced", extra={"brokers": self._settings.brokers})
+        stopping = asyncio.get_running_loop().create_task(self._stop_dead(dead))
+        self._retired.add(stopping)
+        stopping.add_done_callback(self._retired.discard)
+
+    @staticmethod
+    async def _stop_dead(producer: Any) -> None:
+        # Its sender already failed every batch it held; this only closes its connections.
+        try:
+            await asyncio.wait_for(producer.stop(), timeout=5.0)
+        except (TimeoutError, KafkaError) as exc:
+            log.warning("dead producer did not stop cleanly", extra={"error": repr(exc)})
 
     async def stop(self, grace: float) -> None:
         """Stop taking records, wait up to ``grace`` s for outstanding acks, close. Idempotent.
@@ -285,6 +351,8 @@ class _BaseProducer:
             await asyncio.wait_for(producer.stop(), timeout=max(0.1, deadline - time.monotonic()))
         except (TimeoutError, KafkaError) as exc:
             log.warning("producer did not stop cleanly", extra={"error": repr(exc)})
+        if self._retired:
+            await asyncio.wait(self._retired)
         log.info("producer stopped", extra={"unacked_batches": left, "inflight_bytes": self._inflight})
 
     def _partitions(self, topic: str) -> int:
@@ -315,6 +383,8 @@ class _BaseProducer:
                     "broker reachable" if ok else "broker unreachable", extra={"brokers": self._settings.brokers}
                 )
             self._probe_ok = ok
+            if not self._stopping and (died := self._sender_died()) is not None:
+                await self._replace_producer(died)
             self._refresh_partition_counts()
             self._metrics.ready.set(1.0 if self.ready() else 0.0)
             await asyncio.sleep(_PROBE_INTERVAL)
@@ -334,6 +404,8 @@ class _BaseProducer:
             raise UnavailableError("the gateway is shutting down")
         if not self._probe_ok:
             raise BrokerDownError("Kafka is unreachable; retry later")
+        if not self._sender_alive:
+            raise UnavailableError("the Kafka producer is being replaced; retry later")
         per_record = _RECORD_OVERHEAD + sum([len(k) + len(v) for k, v in headers])
         size = sum([len(key) + len(value) for key, value in records]) + per_record * len(records)
         if self._inflight and self._inflight + size > self._cap:
@@ -467,6 +539,11 @@ class BatchingProducer(_BaseProducer):
             self._last_failure = time.monotonic()
             m.broker_errors.labels(type(error).__name__).inc()
             log.warning("batch failed", extra={"topic": batch.topic, "records": batch.records, "error": repr(error)})
+            if isinstance(error, OutcomeUnknownError):
+                error = ProduceFailedError(
+                    "the connection to Kafka broke before it confirmed the reports; they may be stored once, "
+                    "and were not sent again: retry to be sure"
+                )
         if batch.deadline is not None:
             batch.deadline.cancel()
         self._release(batch.nbytes)

@@ -1,25 +1,91 @@
-"""Restart gateway workers that die, as the sink's supervisor does.
+"""Keep the gateway whole when one of its processes dies: replace a worker, or exit at once.
 
-Sanic's worker manager notices a dead worker (it marks it FAILED) but never starts a new one,
-so a worker killed by the OOM killer or ``kill -9`` leaves the gateway with less capacity for
-good — or, with every worker gone, a main process that holds the port and answers nothing.
-This thread, in the main process, asks the manager to restart any server worker that is not
-alive, through the same monitor channel Sanic's own ``app.m.restart()`` uses.
+The gateway is a main process, its HTTP workers, and the process of Sanic's shared-state
+manager (a ``multiprocessing`` manager holding every worker's state).
+
+- A dead **worker**: Sanic's worker manager notices (it marks it FAILED) but never starts a new
+  one, so a worker killed by the OOM killer or ``kill -9`` would leave the gateway with less
+  capacity for good — or, with every worker gone, a main process that holds the port and answers
+  nothing. :class:`WorkerWatchdog`, a thread in the main process, asks the manager to restart
+  any server worker that is not alive, through the same monitor channel Sanic's own
+  ``app.m.restart()`` uses.
+- A dead **shared-state manager** cannot be replaced: every process holds a connection to it.
+  :func:`exit_when_shared_state_lost` makes the main process stop its workers (SIGTERM: they
+  drain; SIGKILL after ``--shutdown-timeout``) and end with :class:`SharedStateLostError` — one
+  line, exit 1 — so compose or systemd restart the gateway whole, never a half-dead one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
 import threading
-from typing import Any
+import time
+from typing import Any, Final
 
 from sanic.worker.constants import ProcessState
 
-__all__ = ["WorkerWatchdog"]
+from footfall.errors import FootfallError
+
+__all__ = ["SharedStateLostError", "WorkerWatchdog", "exit_when_shared_state_lost"]
 
 log = logging.getLogger(__name__)
 
 _SETTLED = {ProcessState.RESTARTING, ProcessState.TERMINATED, ProcessState.NONE, ProcessState.IDLE}
+#: What a call to a dead multiprocessing manager raises.
+_MANAGER_GONE: Final = (BrokenPipeError, ConnectionResetError, ConnectionRefusedError, EOFError)
+
+
+class SharedStateLostError(FootfallError):
+    """Sanic's shared-state manager process died: the workers were stopped and the gateway exits."""
+
+
+def exit_when_shared_state_lost(manager: Any, grace: float) -> None:
+    """Make Sanic's worker manager (``app.manager``, in the main process) end the gateway when its
+    shared-state process dies, instead of raising a BrokenPipeError traceback or hanging on.
+
+    Sanic's main loop (``monitor``) reads the workers' state from that process several times a
+    second, so the loss shows there first: 1. log; 2. stop every worker (SIGTERM, SIGKILL after
+    ``grace`` seconds); 3. raise :class:`SharedStateLostError` out of ``Sanic.serve``.
+    """
+    monitor = manager.monitor
+
+    def guarded_monitor() -> None:
+        try:
+            monitor()
+        except _MANAGER_GONE as exc:
+            log.error(
+                "Sanic's shared-state manager process died; stopping the workers and exiting",
+                extra={"error": repr(exc)},
+            )
+            _stop_workers(manager, grace)
+            raise SharedStateLostError(
+                "the gateway's shared-state manager process died, so its workers were stopped; "
+                "run the gateway under a supervisor (compose, systemd) that restarts it"
+            ) from exc
+
+    manager.monitor = guarded_monitor
+
+
+def _stop_workers(manager: Any, grace: float) -> None:
+    manager._shutting_down = True  # the watchdog must not restart what is stopped here
+    processes = [p for p in [*manager.transient_processes, *manager.durable_processes] if p.pid and p.is_alive()]
+    for process in processes:
+        _signal(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while any(p.is_alive() for p in processes) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for process in processes:
+        if process.is_alive():
+            log.warning("worker did not stop in time; killing it", extra={"worker_pid": process.pid})
+            _signal(process.pid, signal.SIGKILL)
+
+
+def _signal(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
 
 
 class WorkerWatchdog:

@@ -73,30 +73,10 @@ def test_realistic_day(benchmark) -> None:  # type: ignore[no-untyped-def]
 
 def test_verify_120k_reports(benchmark, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """``bench.verify.verify`` over 120,000 landed reports (200 clients x 25 days x 2 types x 12)."""
-    import msgspec
-
-    from bench.ledger import ClientLedger
-    from bench.report import RUN_FORMAT
     from bench.verify import verify
-    from footfall.reports import encode_report
+    from perf.verify_scale import build
 
-    profile = OriginalProfile(seed=5)
-    ledgers = []
-    lines: dict[ReportType, list[bytes]] = {t: [] for t in ReportType}
-    for index in range(200):
-        client = profile.client(index)
-        ledger = ClientLedger(index, str(client.user_id))
-        for day in range(25):
-            for report_type in ReportType:
-                lines[report_type] += [encode_report(r) + b"\n" for r in client.reports(report_type, day)]
-                ledger.ack(report_type, day)
-        ledgers.append(ledger.to_json())
-    for report_type, data in lines.items():
-        directory = tmp_path / str(report_type) / "date=2018-01-01"
-        directory.mkdir(parents=True)
-        (directory / f"{report_type}+0+{0:020d}.jsonl").write_bytes(b"".join(data))
-    run = {"format": RUN_FORMAT, "version": 1, "profile": "original", "seed": 5, "start_date": "2018-01-01"}
-    run["ledger"] = {"clients": ledgers}
-    (tmp_path / "run.json").write_bytes(msgspec.json.encode(run))
-    result = benchmark.pedantic(verify, args=(tmp_path / "run.json", tmp_path), rounds=3, iterations=1)
+    run_file, total = build(tmp_path, 200, 25)
+    assert total == 120_000
+    result = benchmark.pedantic(verify, args=(run_file, tmp_path / "records"), rounds=3, iterations=1)
     assert result.ok and result.acknowledged == 120_000

@@ -385,6 +385,9 @@ class Runner:
                     "lost": result.lost,
                     "duplicated": result.duplicated,
                     "unexpected": result.unexpected,
+                    "altered": result.altered,
+                    "misplaced": result.misplaced,
+                    "out_of_order": result.out_of_order,
                     "acknowledged": result.acknowledged,
                     "line": result.line(),
                 }
@@ -512,5 +515,9 @@ def run(settings: E2eSettings, argv: Sequence[str] = ()) -> int:
     print(table)
     print(f"results: {json_path} {md_path}" + (f"  (work directory kept: {work})" if s.keep or not own_work else ""))
     if not content["ok"]:
-        print("FAILED: verification found lost, duplicated or unexpected reports (see above)", file=sys.stderr)
+        print(
+            "FAILED: verification found lost, duplicated, unexpected, altered, misplaced or out-of-order "
+            "reports (see above)",
+            file=sys.stderr,
+        )
     return 1 if failed else 0

@@ -263,6 +263,6 @@ def markdown(content: Mapping[str, Any]) -> str:
             f"repeat {c['repeat']} {c['phase']}: {c.get('line') or c.get('error')}" for c in bad
         )
     else:
-        status = "all lost=0 duplicated=0 unexpected=0"
+        status = "all clean (lost, duplicated, unexpected, altered, misplaced, out_of_order = 0)"
     lines += ["", f"Verification (`bench verify` of {len(checks)} phase runs): {status}", ""]
     return "\n".join(lines)

@@ -9,7 +9,8 @@ Not part of CI (it takes as long as you ask). Steps:
    Every ``--sample-interval`` seconds the RSS of every process (gateway and its workers,
    sink supervisor and workers, broker, bench) and the accepted/landed counters are sampled.
 3. **Settle and verify.** Wait until the sink has landed what the gateway accepted, then
-   ``bench verify``: lost, duplicated, unexpected must all be 0.
+   ``bench verify``: every error counter (lost, duplicated, unexpected, altered, misplaced,
+   out_of_order) must be 0.
 4. **Report** (Markdown, printed and written to ``--output``): per role, RSS at the end of
    the warm-up and at the end, the growth and whether it is flat (< ``--max-growth``).
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up (scripts/setup.sh), then run every check CI runs: compose validation, lint, types, tests.
-# Extra arguments go to pytest, e.g. scripts/test.sh -k gateway -x
+# Extra arguments go to the first (Tansu) pytest pass, e.g. scripts/test.sh -k gateway -x; then the
+# integration suite runs on one Apache Kafka node and the cluster scenarios on three
+# (FOOTFALL_TEST_MATRIX="tansu" runs the first pass only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -12,6 +14,11 @@ if command -v docker-compose >/dev/null; then
 else
   echo "docker-compose not installed: compose validation skipped"
 fi
+
+echo "== prometheus config and alert rules"
+promtool check config deploy/prometheus.yml
+promtool check rules deploy/alerts.yml
+promtool test rules deploy/alerts_test.yml
 
 echo "== ruff"
 .venv/bin/ruff check .
@@ -30,5 +37,19 @@ case $audit in
   *) echo "dependency audit failed (exit $audit)"; exit 1 ;;
 esac
 
-echo "== pytest"
-.venv/bin/pytest "$@"
+# The broker matrix (tests/conftest.py --broker). FOOTFALL_TEST_MATRIX picks passes, e.g. "tansu".
+matrix=${FOOTFALL_TEST_MATRIX:-tansu kafka kafka3}
+for kind in $matrix; do
+  case $kind in
+    tansu)
+      echo "== pytest (embedded broker: Tansu)"
+      .venv/bin/pytest "$@" ;;
+    kafka)
+      echo "== pytest --broker kafka (the integration suite on one Apache Kafka node)"
+      .venv/bin/pytest tests -m integration --broker kafka ;;
+    kafka3)
+      echo "== pytest --broker kafka3 (the cluster fault scenarios on three Apache Kafka nodes)"
+      .venv/bin/pytest -m kafka3 --broker kafka3 tests/kafka ;;
+    *) echo "FOOTFALL_TEST_MATRIX: unknown broker $kind (tansu, kafka, kafka3)"; exit 2 ;;
+  esac
+done

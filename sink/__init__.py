@@ -1,4 +1,4 @@
-"""Footfall sink: Kafka -> append-only segment files, exactly once (design.md §3-§4, §6).
+"""Footfall sink: Kafka -> append-only segment files, exactly once (see docs/architecture.md).
 
 A supervisor process runs N worker processes; each worker is a member of every
 configured consumer group, so Kafka's group assignment maps partitions to processes.

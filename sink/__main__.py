@@ -4,7 +4,8 @@ Start-up (each failure is one clear line and exit code 2 for configuration, 1 ot
     1. parse and check settings (flags > env vars > defaults), create the record directory;
     2. wait for Kafka (``--broker-timeout``) and create ``<topic>.retry``/``<topic>.dlq`` if missing;
     3. serve ``/healthz /readyz /metrics`` on ``--metrics-host:--metrics-port``;
-    4. run the supervisor until SIGTERM/SIGINT (see :mod:`sink.supervisor`).
+    4. run the supervisor until SIGTERM/SIGINT (see :mod:`sink.supervisor`); exit 3 if a
+       worker stopped on an error restarting cannot fix (a human must look).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def _run(argv: Sequence[str] | None) -> int:
                 metrics_dir=supervisor.metrics_dir,
                 registry=supervisor.metrics.registry,
                 readiness=lambda: workers_ready(
-                    supervisor.metrics_dir, supervisor.alive_pids(), settings.concurrent_count
+                    supervisor.metrics_dir, supervisor.alive_pids(), settings.concurrent_count, supervisor.fatal
                 ),
             )
         except BaseException:

@@ -9,6 +9,7 @@ after the records they cover are in fsynced files (or on the retry/DLQ topics).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -16,7 +17,7 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
 from aiokafka.abc import ConsumerRebalanceListener  # type: ignore[import-untyped]
-from aiokafka.errors import IllegalStateError, KafkaError  # type: ignore[import-untyped]
+from aiokafka.errors import IllegalStateError, KafkaError, KafkaTimeoutError  # type: ignore[import-untyped]
 
 from footfall.kafka import parse_brokers
 
@@ -97,13 +98,21 @@ class SinkConsumer:
         self._topics = list(topics)
         self._listener = _Listener(on_revoked, on_assigned)
         self.group = group
+        self._brokers = brokers
+        self._client_id = client_id
 
     async def start(self) -> None:
         self._consumer.subscribe(self._topics, listener=self._listener)
         await self._consumer.start()
 
     async def stop(self) -> None:
-        await self._consumer.stop()
+        dead_fetcher = self.fetcher_error() is not None
+        try:
+            await self._consumer.stop()
+        except KafkaError:
+            # aiokafka's close re-raises the dead fetch task's error: reported already.
+            if not dead_fetcher:
+                raise
 
     async def getmany(self, wait: float, max_records: int | None = None) -> dict[TopicPartition, list[KafkaRecord]]:
         """Records fetched so far per partition (waits up to ``wait`` seconds for the first)."""
@@ -114,6 +123,95 @@ class SinkConsumer:
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._consumer.assignment())
+
+    def fetcher_error(self) -> BaseException | None:
+        """Why aiokafka's background fetch task ended, or None while it runs.
+
+        The task dies on an unexpected error (seen: ``RuntimeError: unable to perform
+        operation on <TCPTransport closed=True>`` after a connection reset) and aiokafka
+        only logs it: the consumer keeps heartbeating and holding its partitions but
+        never returns another record. The worker asks here and restarts instead.
+        """
+        fetcher = getattr(self._consumer, "_fetcher", None)
+        task = getattr(fetcher, "error_future", None)
+        if task is None or not task.done() or getattr(fetcher, "_closed", False):
+            return None
+        if task.cancelled():
+            return RuntimeError("fetch task cancelled")
+        error: BaseException | None = task.exception()
+        if error is not None and error.__cause__ is not None:
+            return error.__cause__  # aiokafka wraps the real cause in a generic KafkaError
+        return error or RuntimeError("fetch task ended")
+
+    async def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """The next offset to be written of each partition (ListOffsets, its own request:
+        it answers even when the fetch task has died).
+
+        Raises:
+            KafkaError: the broker did not answer (request timeout, not the leader...).
+        """
+        if not tps:
+            return {}
+        result: dict[TopicPartition, int] = await self._consumer.end_offsets(list(tps))
+        return result
+
+    async def beginning_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """The first offset still in the log of each partition (ListOffsets, earliest).
+
+        Raises:
+            KafkaError: the broker did not answer.
+        """
+        if not tps:
+            return {}
+        result: dict[TopicPartition, int] = await self._consumer.beginning_offsets(list(tps))
+        return result
+
+    async def fetch_once(
+        self, starts: dict[TopicPartition, int], within: float
+    ) -> dict[TopicPartition, list[KafkaRecord]]:
+        """The records of one fetch of each partition from ``starts[tp]`` (an offset known to exist).
+
+        For the checks on assignment that must not trust ListOffsets alone (the embedded
+        broker answers it with the last batch's *first* offset + 1, not the log's end) and
+        that compare a landed record with what the log holds at its offset. A separate
+        consumer (no group, so the group's positions are untouched) does it; a fetch returns
+        whole batches, so the last record shows how far the log goes.
+
+        Raises:
+            KafkaError: a partition gave no record within ``within`` seconds, or the broker
+                refused (an offset out of range raises ``OffsetOutOfRangeError``).
+        """
+        if not starts:
+            return {}
+        probe: Any = AIOKafkaConsumer(
+            bootstrap_servers=parse_brokers(self._brokers),
+            client_id=f"{self._client_id}-probe",
+            enable_auto_commit=False,
+            auto_offset_reset="none",
+            fetch_max_wait_ms=100,
+        )
+        await probe.start()
+        try:
+            probe.assign(list(starts))
+            for tp, offset in starts.items():
+                probe.seek(tp, offset)
+            found: dict[TopicPartition, list[KafkaRecord]] = {}
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + within
+            while len(found) < len(starts):
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    missing = sorted(f"{tp.topic}[{tp.partition}]" for tp in starts if tp not in found)
+                    raise KafkaTimeoutError(f"no record fetched within {within:g}s from {', '.join(missing)}")
+                wanted = [tp for tp in starts if tp not in found]
+                batch = await probe.getmany(*wanted, timeout_ms=int(min(remaining, 1.0) * 1000))
+                for tp, records in batch.items():
+                    if records:
+                        found[tp] = records
+                        probe.pause(tp)
+            return found
+        finally:
+            await probe.stop()
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         """Consume ``tp`` from ``offset`` next (a position before the log start resets to
@@ -126,6 +224,10 @@ class SinkConsumer:
     def pause(self, tp: TopicPartition) -> None:
         with contextlib.suppress(IllegalStateError):
             self._consumer.pause(tp)
+
+    def is_paused(self, tp: TopicPartition) -> bool:
+        """True while :meth:`pause` holds ``tp`` (a backoff, a refetch, a lock wait...)."""
+        return tp in self._consumer.paused()
 
     def resume(self, tp: TopicPartition) -> None:
         with contextlib.suppress(IllegalStateError):

@@ -17,8 +17,26 @@ Names (Prometheus; ``topic`` is the topic whose directory the files are in):
   skipped for good); ``footfall_sink_offset_gap_refetches_total{topic}``: gaps that healed when the
   partition was fetched again (nothing lost). Here ``topic`` is the consumed topic (``visit`` or
   ``visit.retry``), since the gap is in that topic's offsets;
+- ``footfall_sink_lag_records{topic,partition}``: records of the partition not landed yet (its
+  end offset, asked every few seconds, minus the next offset to land), reported by its owner;
+- ``footfall_sink_lock_waiting_partitions{topic}``: partitions assigned here whose file lock another
+  process still holds (paused meanwhile; the others keep landing);
+  ``footfall_sink_lock_waits_total{topic}``, ``footfall_sink_lock_wait_seconds{topic}``: such waits,
+  and how long each lasted until the lock was taken; ``footfall_sink_lock_blocked_partitions{topic,partition}``:
+  1 while such a wait has lasted longer than ``--lock-timeout`` (``/readyz`` is false then);
+- ``footfall_sink_worker_stalls_total{reason}``: workers stopped for a restart because their fetch
+  task died (``fetcher``) or a partition with lag got no record for ``--stall-timeout`` (``no_progress``);
+- ``footfall_sink_log_restarts_total{topic}``: partitions whose checkpoint was ahead of the log's end
+  (the log started over): their new log lands in files of a new generation;
+  ``footfall_sink_retention_lost_records_total{topic}``: records removed from the log (retention)
+  before they landed (``topic`` = the consumed topic, as for gaps);
+- ``footfall_sink_bad_checkpoint_partitions{topic}``: partitions paused because their checkpoint is
+  invalid or does not fit the files (the others go on);
+- ``footfall_sink_segments_lost_total{topic}``: open segments found deleted, replaced or changed under
+  the sink (a new segment starts from the checkpoint);
 - ``footfall_sink_worker_ready``: 1 per worker whose consumers are running;
-- supervisor: ``footfall_sink_workers_alive``, ``footfall_sink_worker_restarts_total``.
+- supervisor: ``footfall_sink_workers_alive``, ``footfall_sink_worker_restarts_total``,
+  ``footfall_sink_workers_killed_unresponsive_total``.
 """
 
 from __future__ import annotations
@@ -76,6 +94,55 @@ class SinkMetrics:
             ["topic"],
         )
         self.recoveries = r.counter("footfall_sink_recoveries_total", "partition recoveries on assignment", ["topic"])
+        self.lag = r.gauge(
+            "footfall_sink_lag_records",
+            "records of the partition not landed yet (end offset - next offset)",
+            ["topic", "partition"],
+        )
+        self.lock_waiting = r.gauge(
+            "footfall_sink_lock_waiting_partitions",
+            "assigned partitions paused until another process releases their file lock",
+            ["topic"],
+        )
+        self.lock_blocked = r.gauge(
+            "footfall_sink_lock_blocked_partitions",
+            "1 per partition that has waited for its file lock longer than --lock-timeout (/readyz false)",
+            ["topic", "partition"],
+        )
+        self.lock_waits = r.counter(
+            "footfall_sink_lock_waits_total", "assignments that found the partition's lock held", ["topic"]
+        )
+        self.lock_wait_seconds = r.histogram(
+            "footfall_sink_lock_wait_seconds",
+            "time from assignment to taking a partition lock that was held",
+            ["topic"],
+            buckets=(0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+        )
+        self.stalls = r.counter(
+            "footfall_sink_worker_stalls_total",
+            "workers stopped for a restart: fetcher died or no progress",
+            ["reason"],
+        )
+        self.log_restarts = r.counter(
+            "footfall_sink_log_restarts_total",
+            "partitions whose checkpoint was ahead of the log: new log generation",
+            ["topic"],
+        )
+        self.retention_lost = r.counter(
+            "footfall_sink_retention_lost_records_total",
+            "records removed from the log (retention) before they landed",
+            ["topic"],
+        )
+        self.bad_checkpoints = r.gauge(
+            "footfall_sink_bad_checkpoint_partitions",
+            "partitions paused on an invalid checkpoint until it is fixed",
+            ["topic"],
+        )
+        self.segments_lost = r.counter(
+            "footfall_sink_segments_lost_total",
+            "open segments deleted, replaced or changed under the sink",
+            ["topic"],
+        )
         self.ready = r.gauge("footfall_sink_worker_ready", "1 per worker whose consumers are running")
 
 
@@ -86,3 +153,7 @@ class SupervisorMetrics:
         r = self.registry = registry or Registry()
         self.alive = r.gauge("footfall_sink_workers_alive", "worker processes alive")
         self.restarts = r.counter("footfall_sink_worker_restarts_total", "worker processes restarted after dying")
+        self.unresponsive = r.counter(
+            "footfall_sink_workers_killed_unresponsive_total",
+            "workers killed for a restart because their metrics snapshot went stale for --stall-timeout",
+        )

@@ -2,7 +2,8 @@
 
 - ``/healthz``: 200 while the supervisor runs.
 - ``/readyz``: 200 when every worker is alive and its consumers are running (as its
-  metrics snapshot says), else 503 with the reason.
+  metrics snapshot says) and no partition waits for its lock past ``--lock-timeout``,
+  else 503 with the reason; a second line gives the consumer lag.
 - ``/metrics``: Prometheus text, the supervisor's own registry merged with every
   worker's snapshot (:func:`footfall.metrics.collect`): totals over all workers,
   restarted ones included.
@@ -18,29 +19,67 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
-from footfall.errors import ConfigError
+from footfall.errors import StartupError
 from footfall.metrics import Registry, collect
 
 __all__ = ["MetricsServer", "workers_ready"]
 
+#: How a snapshot joins the label values of a sample (footfall.metrics).
+_LABEL_SEPARATOR: Final = "\x1f"
 
-def workers_ready(metrics_dir: Path, pids: list[int], wanted: int) -> tuple[bool, str]:
-    """(ready, reason): all ``wanted`` workers alive and reporting ``footfall_sink_worker_ready``."""
+
+def _samples(snapshot: Any, name: str) -> dict[str, float]:
+    samples: dict[str, float] = snapshot.get("metrics", {}).get(name, {}).get("samples", {})
+    return samples
+
+
+def _partition(key: str) -> str:
+    topic, _, partition = key.partition(_LABEL_SEPARATOR)
+    return f"{topic}[{partition}]"
+
+
+def workers_ready(metrics_dir: Path, pids: list[int], wanted: int, fatal: str | None = None) -> tuple[bool, str]:
+    """(ready, reason) for ``/readyz``.
+
+    Ready: all ``wanted`` workers alive and reporting ``footfall_sink_worker_ready``, and
+    no partition waiting for its file lock past ``--lock-timeout``. The reason's first
+    line says why not (or ``ready``); a second line gives the consumer lag
+    (``footfall_sink_lag_records``) and its largest partitions.
+    """
+    if fatal is not None:
+        return False, f"stopping: {fatal}"
     if len(pids) < wanted:
-        return False, f"{len(pids)} of {wanted} workers alive"
+        return False, f"{len(pids)} of {wanted} workers alive (a stalled or dead worker is being restarted)"
+    lag: dict[str, float] = {}
+    blocked: list[str] = []
     for pid in pids:
         try:
             snap: Any = orjson.loads((metrics_dir / f"{pid}.json").read_bytes())
         except (OSError, orjson.JSONDecodeError):
             return False, f"worker {pid} has not reported yet"
-        samples = snap.get("metrics", {}).get("footfall_sink_worker_ready", {}).get("samples", {})
+        samples = _samples(snap, "footfall_sink_worker_ready")
         if not samples or max(samples.values()) < 1:
-            return False, f"worker {pid} is not consuming yet"
-    return True, "ready"
+            return False, f"worker {pid} is not consuming"
+        for key, value in _samples(snap, "footfall_sink_lag_records").items():
+            if value > 0:
+                lag[_partition(key)] = lag.get(_partition(key), 0) + value
+        blocked += [
+            _partition(key) for key, value in _samples(snap, "footfall_sink_lock_blocked_partitions").items() if value
+        ]
+    detail = f"lag {int(sum(lag.values()))} records"
+    if lag:
+        largest = sorted(lag.items(), key=lambda item: -item[1])[:5]
+        detail += " (" + ", ".join(f"{tp} {int(n)}" for tp, n in largest) + ")"
+    if blocked:
+        return False, (
+            f"{', '.join(sorted(blocked))}: waiting for the partition lock longer than --lock-timeout "
+            f"(another process on this machine holds it; see the log)\n{detail}"
+        )
+    return True, f"ready\n{detail}"
 
 
 class MetricsServer:
@@ -87,7 +126,7 @@ class MetricsServer:
         try:
             self._httpd = ThreadingHTTPServer((host, port), Handler)
         except OSError as exc:
-            raise ConfigError(
+            raise StartupError(
                 f"--metrics-port: cannot listen on {host}:{port}: {exc.strerror}; pick another port"
             ) from exc
         self._httpd.daemon_threads = True

@@ -5,16 +5,17 @@ Precedence: CLI flag > env var > default; ``--brokers`` reads ``FOOTFALL_BROKERS
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Final, Literal
 
 import msgspec
 from msgspec import Meta
 
-from footfall.errors import ConfigError
+from footfall.errors import ConfigError, StartupError
 from footfall.kafka import parse_brokers
 from footfall.layout import check_topic
+from footfall.preflight import check_directory
+from footfall.reports import ReportType
 from footfall.settings import parse_settings
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "dlq_topic",
     "parse_groups",
     "parse_sink_settings",
+    "parse_topic_types",
     "retry_topic",
 ]
 
@@ -53,7 +55,12 @@ class SinkSettings(msgspec.Struct, frozen=True, kw_only=True):
     ] = "127.0.0.1:9092"
     groups: Annotated[
         list[str],
-        Meta(description="consumer group and topic as GROUP:TOPIC; each worker joins every group", min_length=1),
+        Meta(
+            description="consumer group and topic as GROUP:TOPIC[:TYPE]; each worker joins every group. TYPE "
+            "(visit or activity) is the report type of records without an ff-type header (topics of the "
+            "original web-service); without it, the type the topic is named after",
+            min_length=1,
+        ),
     ]
     concurrent_count: Annotated[int, Meta(ge=1, le=256, description="worker processes")] = 2
     record_directory: Annotated[str, Meta(min_length=1, description="root directory of the landed files")]
@@ -106,6 +113,24 @@ class SinkSettings(msgspec.Struct, frozen=True, kw_only=True):
             "records in the CPU cache between parsing, checking and writing",
         ),
     ] = 2000
+    stall_timeout: Annotated[
+        float,
+        Meta(
+            ge=1,
+            le=3600,
+            description="seconds a held partition with lag may go without a fetched record before its worker "
+            "is restarted (a dead fetch task restarts it at the next check)",
+        ),
+    ] = 30.0
+    lock_timeout: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description="seconds a partition may wait for its file lock (held by another process on this "
+            "machine) before /readyz turns false and an error is logged; it keeps waiting, the other "
+            "partitions keep landing",
+        ),
+    ] = 30.0
     shutdown_timeout: Annotated[float, Meta(gt=0, description="seconds to drain (flush, fsync, commit) on SIGTERM")] = (
         15.0
     )
@@ -120,21 +145,56 @@ class SinkSettings(msgspec.Struct, frozen=True, kw_only=True):
         """``{group: [topic, ...]}`` from ``--groups`` (validated by :func:`parse_groups`)."""
         return parse_groups(self.groups)
 
+    def topic_types(self) -> dict[str, ReportType]:
+        """``{topic: report type}`` for the topics ``--groups`` gave a TYPE."""
+        return parse_topic_types(self.groups)
+
+
+def _split_spec(spec: str) -> tuple[str, str, ReportType | None]:
+    """``GROUP:TOPIC[:TYPE]`` -> (group, topic, type). Kafka topic names cannot contain ``:``."""
+    parts = [part.strip() for part in spec.split(":")]
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+        raise ConfigError(
+            f"--groups (env {ENV_PREFIX}GROUPS): {spec!r} is not GROUP:TOPIC or GROUP:TOPIC:TYPE "
+            "(e.g. sink:visit, or sink:clicks:visit)"
+        )
+    kind: ReportType | None = None
+    if len(parts) == 3:
+        try:
+            kind = ReportType(parts[2])
+        except ValueError:
+            names = ", ".join(t.value for t in ReportType)
+            raise ConfigError(f"--groups: {spec!r}: report type {parts[2]!r} is not one of {names}") from None
+    return parts[0], parts[1], kind
+
+
+def parse_topic_types(specs: list[str]) -> dict[str, ReportType]:
+    """``{topic: type}`` of the ``GROUP:TOPIC:TYPE`` specs (validated by :func:`parse_groups`)."""
+    out: dict[str, ReportType] = {}
+    for spec in specs:
+        _group, topic, kind = _split_spec(spec)
+        if kind is not None:
+            out[topic] = kind
+    return out
+
 
 def parse_groups(specs: list[str]) -> dict[str, list[str]]:
-    """Parse ``GROUP:TOPIC`` specs into ``{group: [topics]}``.
+    """Parse ``GROUP:TOPIC[:TYPE]`` specs into ``{group: [topics]}``.
 
     Raises:
-        ConfigError: malformed spec, unsafe topic name, a ``.retry``/``.dlq`` topic, or one
-            topic in two groups (both would land it in the same files: duplicates).
+        ConfigError: malformed spec, unknown report type, unsafe topic name, a
+            ``.retry``/``.dlq`` topic, one topic in two groups (both would land it in the
+            same files: duplicates), or one topic given two report types.
     """
     out: dict[str, list[str]] = {}
     owner: dict[str, str] = {}
+    kinds: dict[str, ReportType] = {}
     for spec in specs:
-        group, sep, topic = spec.partition(":")
-        if not sep or not group.strip() or not topic.strip():
-            raise ConfigError(f"--groups (env {ENV_PREFIX}GROUPS): {spec!r} is not GROUP:TOPIC (e.g. sink:visit)")
-        group, topic = group.strip(), topic.strip()
+        group, topic, kind = _split_spec(spec)
+        if kind is not None and kinds.setdefault(topic, kind) is not kind:
+            raise ConfigError(
+                f"--groups: topic {topic!r} is given types {kinds[topic].value!r} and {kind.value!r}; give it one"
+            )
         try:
             check_topic(topic)
         except ConfigError as exc:
@@ -163,7 +223,7 @@ def parse_sink_settings(argv: list[str] | None, environ: dict[str, str] | None =
         SinkSettings,
         argv,
         prog="footfall sink",
-        description="Kafka -> append-only segment files, exactly once (design.md §3-§4).",
+        description="Kafka -> append-only segment files, exactly once (see docs/architecture.md).",
         env_prefix=ENV_PREFIX,
         environ=environ,
     )
@@ -174,24 +234,12 @@ def parse_sink_settings(argv: list[str] | None, environ: dict[str, str] | None =
 
 
 def check_record_directory(path: Path) -> None:
-    """Create the record directory if missing and check it is writable.
+    """Create the record directory if missing and prove it takes a write (one byte, fsynced).
 
     Raises:
-        ConfigError: it cannot be created, is not a directory, or is not writable.
+        StartupError: it is not a directory, cannot be created, or refuses a write
+            (read-only, permission denied, full).
     """
     if path.exists() and not path.is_dir():
-        raise ConfigError(f"--record-directory: {str(path)!r} is not a directory")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"--record-directory: cannot create {str(path)!r}: {exc.strerror}") from exc
-    if not path.is_dir():
-        raise ConfigError(f"--record-directory: {str(path)!r} is not a directory")
-    probe = path / f".footfall-write-probe-{os.getpid()}"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(
-            f"--record-directory: {str(path)!r} is not writable ({exc.strerror}); fix its permissions or pick another"
-        ) from exc
+        raise StartupError(f"--record-directory: {str(path)!r} is not a directory; pick a directory")
+    check_directory(path, "--record-directory")

@@ -10,7 +10,19 @@ Lifecycle:
        the rest (their uncommitted records are consumed again: nothing is lost).
     2. A second SIGINT (or SIGTERM) during shutdown forces: SIGKILL now, exit 1.
     3. A worker that dies is restarted after a backoff (0.5 s doubling to 10 s; reset
-       once a worker has lived 30 s). Kafka rebalances its partitions meanwhile.
+       once a worker has lived 30 s). Kafka rebalances its partitions meanwhile. A worker
+       that stalled (its fetch task died, or its partitions had lag and it fetched
+       nothing for ``--stall-timeout``) exits 4 and is restarted the same way. A worker
+       that stops answering (its metrics snapshot, rewritten every second by its event
+       loop, older than ``--stall-timeout`` and ``--session-timeout``: a SIGSTOP, a blocked
+       loop) is killed and restarted: it cannot stop itself.
+    4. A worker that exits 3 (:data:`~sink.errors.EXIT_DO_NOT_RESTART`: a RecoveryError, a
+       human must look) is not restarted: the supervisor shuts the sink down (step 1)
+       and exits 3, so systemd or compose does not crash-loop it either (give them
+       ``RestartPreventExitStatus=3`` or equivalent).
+
+Workers die with the supervisor (:mod:`sink.parent`), so a ``kill -9`` of it leaves no
+orphan consuming beside the next instance.
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ from types import FrameType
 from typing import Any, Final
 
 from footfall.metrics import Registry
+from sink.errors import EXIT_DO_NOT_RESTART, EXIT_STALLED
 from sink.instruments import SupervisorMetrics
 from sink.settings import SinkSettings
 from sink.worker import run_worker
@@ -81,6 +94,8 @@ class Supervisor:
         self._ctx = multiprocessing.get_context("spawn")
         self.slots = [_Slot(i) for i in range(settings.concurrent_count)]
         self.shutting_down = False
+        #: Set when a worker exited with EXIT_DO_NOT_RESTART (step 4).
+        self.fatal: str | None = None
 
     # ------------------------------------------------------------------ signals
 
@@ -110,20 +125,53 @@ class Supervisor:
     def alive_pids(self) -> list[int]:
         return [s.process.pid for s in self.slots if s.process is not None and s.process.is_alive() and s.process.pid]
 
+    def _kill_unresponsive(self, slot: _Slot) -> None:
+        """SIGKILL ``slot``'s worker if its snapshot is older than ``--stall-timeout`` and
+        ``--session-timeout`` (by then the group has taken its partitions away anyway).
+
+        Only a worker that has reported at least once is judged (one that is still starting,
+        or a stand-in target in tests, writes none).
+        """
+        proc = slot.process
+        if proc is None or proc.pid is None or not proc.is_alive():
+            return
+        try:
+            age = time.time() - (self.metrics_dir / f"{proc.pid}.json").stat().st_mtime
+        except OSError:
+            return
+        if age < max(self.settings.stall_timeout, self.settings.session_timeout):
+            return
+        log.error(
+            "worker unresponsive (no metrics snapshot); killing it for a restart",
+            extra={"worker": slot.index, "worker_pid": proc.pid, "silent_s": round(age, 1)},
+        )
+        self.metrics.unresponsive.inc()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.join(timeout=5)
+
     def _check_children(self) -> None:
         now = time.monotonic()
         for slot in self.slots:
+            self._kill_unresponsive(slot)
             proc = slot.process
             if proc is not None and not proc.is_alive():
                 code = proc.exitcode if proc.exitcode is not None else -1
                 slot.exitcodes.append(code)
                 slot.process = None
                 lived = now - slot.started
+                if code == EXIT_DO_NOT_RESTART:
+                    self.fatal = f"worker {slot.index} stopped on an error a human must look at (see its log)"
+                    log.critical(
+                        "worker stopped on an error restarting cannot fix; stopping the sink",
+                        extra={"worker": slot.index, "exitcode": code, "lived_s": round(lived, 1)},
+                    )
+                    continue
                 slot.failures = 1 if lived >= _HEALTHY_AFTER else slot.failures + 1
                 delay = min(_BACKOFF_START * 2 ** (slot.failures - 1), _BACKOFF_MAX)
                 slot.restart_at = now + delay
                 log.error(
-                    "worker died; restarting",
+                    "worker stalled; restarting" if code == EXIT_STALLED else "worker died; restarting",
                     extra={"worker": slot.index, "exitcode": code, "lived_s": round(lived, 1), "delay_s": delay},
                 )
             if slot.process is None and slot.restart_at is not None and now >= slot.restart_at:
@@ -144,10 +192,13 @@ class Supervisor:
                     signum = self.signals.get(timeout=_TICK)
                 except queue.Empty:
                     self._check_children()
-                    continue
+                    if self.fatal is None:
+                        continue
+                    break
                 log.info("signal received; shutting down", extra={"signal": signal.Signals(signum).name})
                 break
-            return self.shutdown()
+            code = self.shutdown()
+            return EXIT_DO_NOT_RESTART if self.fatal is not None else code
         finally:
             self._kill_all()
             self.cleanup()

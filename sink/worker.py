@@ -46,7 +46,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno as errno_mod
-import fcntl
 import gc
 import logging
 import os
@@ -59,17 +58,26 @@ from pathlib import Path
 from typing import Final
 
 from footfall.kafka import HEADER_RECEIVED_MS
-from footfall.layout import check_topic
 from footfall.logs import configure_logging
 from footfall.metrics import SnapshotWriter
-from sink.checkpoint import STATE_DIR, Checkpoint, CheckpointStore, fsync_dir
+from sink.checkpoint import Checkpoint, CheckpointStore, fsync_dir
 from sink.consumer import KafkaRecord, SinkConsumer, TopicPartition
-from sink.errors import RecoveryError, SegmentWriteError, SideTopicError
+from sink.errors import (
+    CheckpointError,
+    SegmentLostError,
+    SegmentWriteError,
+    SideTopicError,
+    SinkError,
+    WorkerStalledError,
+)
 from sink.instruments import SinkMetrics
+from sink.liveness import Liveness
+from sink.locks import PartitionLock
+from sink.parent import ParentWatch
 from sink.poison import CheckResult, PoisonCheck
 from sink.retry import SideProducer, lander_decision, source_of
 from sink.settings import RETRY_SUFFIX, SinkSettings, retry_topic
-from sink.writer import MS_PER_DAY, PartitionWriter
+from sink.writer import MS_PER_DAY, LogChange, PartitionWriter
 
 __all__ = ["GroupWorker", "Worker", "run_worker"]
 
@@ -83,6 +91,11 @@ _WAIT_FOR_SOURCE: Final = 1.0
 #: (doubling per attempt up to the maximum, until --gap-timeout).
 _GAP_BACKOFF: Final = 0.05
 _GAP_BACKOFF_MAX: Final = 0.5
+#: How often a partition paused on an invalid checkpoint looks at it again.
+_BAD_CHECKPOINT_RETRY: Final = 5.0
+#: Bound on the fetch that checks a log's end (the offset fetched exists: only a broker in
+#: trouble takes long, and then the worker fails and is restarted).
+_PROBE_TIMEOUT: Final = 30.0
 
 
 def _tp_name(tp: TopicPartition) -> str:
@@ -104,44 +117,18 @@ class _Failure:
 
 
 @dataclass
+class _LockWait:
+    lock: PartitionLock
+    since: float  # time.monotonic() at assignment
+    blocked: bool = False  # waited past --lock-timeout (logged, /readyz false)
+
+
+@dataclass
 class _Gap:
     missing: int  # first missing offset (= where the partition is fetched from again)
     found: int  # first offset that was handed out after it
     first: float  # clock() when first seen
     attempts: int = 0
-
-
-class _PartitionLock:
-    """An exclusive ``flock`` on ``_footfall/locks/<topic>/<partition>.lock`` (released on close or death)."""
-
-    def __init__(self, record_directory: Path, topic: str, partition: int) -> None:
-        self.path = record_directory / STATE_DIR / "locks" / check_topic(topic) / f"{partition}.lock"
-        self._fd: int | None = None
-
-    def try_acquire(self) -> bool:
-        """Take the lock if free. Raises SegmentWriteError if the lock file cannot be opened."""
-        if self._fd is not None:
-            return True
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            try:  # a read-only record directory: an existing lock file still locks
-                fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                raise SegmentWriteError(f"cannot open lock file {self.path}: {exc.strerror}", exc.errno) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self._fd = fd
-        return True
-
-    def release(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)  # closing the descriptor releases the flock
 
 
 def _commit_one(writer: PartitionWriter) -> tuple[bool, SegmentWriteError | None, float]:
@@ -184,8 +171,13 @@ class GroupWorker:
         self.root = settings.record_path
         self.store = CheckpointStore(self.root, durable=settings.fsync != "never")
         self.writers: dict[TopicPartition, PartitionWriter] = {}
-        self._locks: dict[TopicPartition, _PartitionLock] = {}
-        self._checks = {t: PoisonCheck(t) for t in self.topics}
+        self._locks: dict[TopicPartition, PartitionLock] = {}
+        #: Partitions assigned while another process held their lock (paused until it is free).
+        self._waiting: dict[TopicPartition, _LockWait] = {}
+        #: Partitions paused on an invalid checkpoint: (their writer, when to look again, why).
+        self._bad: dict[TopicPartition, tuple[PartitionWriter, float, str]] = {}
+        types = settings.topic_types()
+        self._checks = {t: PoisonCheck(t, types.get(t)) for t in self.topics}
         self._failures: dict[TopicPartition, _Failure] = {}
         self._paused_until: dict[TopicPartition, float] = {}
         self._gaps: dict[TopicPartition, _Gap] = {}
@@ -206,6 +198,14 @@ class GroupWorker:
             session_timeout=settings.session_timeout,
             fetch_max_bytes=settings.fetch_max_bytes,
             client_id=client_id,
+        )
+        self.liveness = Liveness(
+            self.consumer,
+            metrics,
+            stall_timeout=settings.stall_timeout,
+            positions=lambda: {tp: w.checkpoint.offset + 1 for tp, w in self.writers.items()},
+            # Paused on purpose (backoff, refetch, a bad checkpoint...) or writes failing: not a stall.
+            paused=lambda tp: tp in self._failures or self.consumer.is_paused(tp),
         )
 
     # ------------------------------------------------------------------ rebalance
@@ -229,12 +229,19 @@ class GroupWorker:
                 self._epoch += 1
                 offsets: dict[TopicPartition, int] = {}
                 for tp in assigned:
-                    if tp in self.writers:
+                    if tp in self.writers or tp in self._waiting or tp in self._bad:
                         continue
-                    checkpoint = await self._recover(tp)
+                    lock = await self._take_lock(tp)
+                    if not lock.held:
+                        # Never wait here: that would hold up every other partition too.
+                        self._wait_for_lock(tp, lock)
+                        continue
+                    checkpoint = await self._recover(tp, lock)
+                    if checkpoint is None:
+                        continue  # invalid checkpoint: paused, the others go on
                     self.consumer.seek(tp, checkpoint.offset + 1)
                     offsets[tp] = checkpoint.offset + 1
-                for tp in [tp for tp in self.writers if tp not in assigned]:
+                for tp in [tp for tp in [*self.writers, *self._waiting, *self._bad] if tp not in assigned]:
                     self._drop(tp)
                 self.metrics.assigned.labels(self.group).set(len(self.writers))
                 if offsets:
@@ -248,14 +255,14 @@ class GroupWorker:
             self._fatal = exc
             self.stop_event.set()
 
-    async def _recover(self, tp: TopicPartition) -> Checkpoint:
-        lock = _PartitionLock(self.root, tp.topic, tp.partition)
-        deadline = time.monotonic() + self.settings.session_timeout * 3 + 5
+    async def _take_lock(self, tp: TopicPartition) -> PartitionLock:
+        """Try ``tp``'s file lock once (see :mod:`sink.locks`); ``lock.held`` says whether it was free."""
+        lock = PartitionLock(self.root, tp.topic, tp.partition)
         delay = 0.1
         while True:
             try:
-                if lock.try_acquire():
-                    break
+                lock.try_acquire()
+                return lock
             except SegmentWriteError as exc:
                 # The disk refuses even the lock file: wait (nothing is consumed meanwhile).
                 errno_name = errno_mod.errorcode.get(exc.errno or 0, "unknown")
@@ -265,12 +272,74 @@ class GroupWorker:
                     raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_BACKOFF)
-                deadline = time.monotonic() + self.settings.session_timeout * 3 + 5
+
+    def _wait_for_lock(self, tp: TopicPartition, lock: PartitionLock) -> None:
+        """Another process on this machine still writes ``tp`` (a slow revoke, a paused or
+        orphaned process): keep it paused and try again each loop (:meth:`_retry_locks`)."""
+        self.consumer.pause(tp)
+        self._waiting[tp] = _LockWait(lock, time.monotonic())
+        self.metrics.lock_waits.labels(tp.topic).inc()
+        self.metrics.lock_waiting.labels(tp.topic).inc()
+        log.warning(
+            "partition lock held by another process; the partition waits, the others go on",
+            extra={"tp": _tp_name(tp), "lock": str(lock.path), "holder": lock.holder()},
+        )
+
+    async def _retry_locks(self) -> None:
+        """Take the locks that are free now; recover, seek and resume those partitions.
+
+        A wait longer than ``--lock-timeout`` is logged as an error once and turns ``/readyz``
+        false (``footfall_sink_lock_blocked_partitions``); the partition keeps waiting.
+        """
+        offsets: dict[TopicPartition, int] = {}
+        now = time.monotonic()
+        for tp, wait in list(self._waiting.items()):
+            try:
+                taken = wait.lock.try_acquire()
+            except SegmentWriteError:
+                taken = False  # the disk refuses the lock file: try again next loop
+            if not taken:
+                if not wait.blocked and now - wait.since >= self.settings.lock_timeout:
+                    wait.blocked = True
+                    self.metrics.lock_blocked.labels(tp.topic, str(tp.partition)).set(1)
+                    log.error(
+                        "partition lock still held; the partition lands nothing until its holder lets go",
+                        extra={
+                            "tp": _tp_name(tp),
+                            "lock": str(wait.lock.path),
+                            "holder": wait.lock.holder(),
+                            "waited_s": round(now - wait.since, 1),
+                        },
+                    )
                 continue
-            # Another process on this machine still holds the partition (a slow revoke).
-            if time.monotonic() > deadline:
-                raise RecoveryError(f"{_tp_name(tp)}: another process holds {lock.path}; giving up")
-            await asyncio.sleep(0.1)
+            self._end_wait(tp)
+            self.metrics.lock_wait_seconds.labels(tp.topic).observe(now - wait.since)
+            checkpoint = await self._recover(tp, wait.lock)
+            if checkpoint is None:
+                continue  # invalid checkpoint: stays paused
+            self.consumer.seek(tp, checkpoint.offset + 1)
+            self.consumer.resume(tp)
+            offsets[tp] = checkpoint.offset + 1
+            log.info("partition lock taken", extra={"tp": _tp_name(tp), "waited_s": round(now - wait.since, 1)})
+        if offsets:
+            self.metrics.assigned.labels(self.group).set(len(self.writers))
+            await self.consumer.commit({tp: o for tp, o in offsets.items() if o > 0})
+
+    def _end_wait(self, tp: TopicPartition) -> _LockWait | None:
+        wait = self._waiting.pop(tp, None)
+        if wait is not None:
+            self.metrics.lock_waiting.labels(tp.topic).dec()
+            if wait.blocked:
+                self.metrics.lock_blocked.labels(tp.topic, str(tp.partition)).set(0)
+        return wait
+
+    async def _recover(self, tp: TopicPartition, lock: PartitionLock) -> Checkpoint | None:
+        """Recover ``tp``'s files (lock held) and align its checkpoint with the log.
+
+        Returns the checkpoint to consume after, or None if the checkpoint is invalid: the
+        partition then stays paused (lock kept) and is looked at again every few seconds
+        (:meth:`_retry_bad_checkpoints`).
+        """
         self._locks[tp] = lock
         is_retry = tp.topic.endswith(RETRY_SUFFIX)
         writer = PartitionWriter(
@@ -284,11 +353,19 @@ class GroupWorker:
             segment_age=self.settings.segment_age,
             fsync=self.settings.fsync,
         )
+        return await self._open(tp, writer)
+
+    async def _open(self, tp: TopicPartition, writer: PartitionWriter) -> Checkpoint | None:
         delay = 0.1
         while True:
             try:
                 checkpoint = writer.recover()
+                log_start, log_end, started_over = await self._log_state(tp, writer, checkpoint)
+                change = writer.align_to_log(log_start, log_end, started_over=started_over)
                 break
+            except CheckpointError as exc:
+                self._checkpoint_bad(tp, writer, exc)
+                return None
             except SegmentWriteError as exc:
                 # The disk refuses even the clean-up: wait, without consuming anything.
                 self._count_error(writer, exc)
@@ -296,9 +373,96 @@ class GroupWorker:
                     raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_BACKOFF)
+        if change is not None:
+            self._log_changed(tp, writer, change)
+        checkpoint = writer.checkpoint
         self.writers[tp] = writer
+        self.liveness.held(tp)
         self.metrics.recoveries.labels(writer.out_topic).inc()
         return checkpoint
+
+    async def _log_state(
+        self, tp: TopicPartition, writer: PartitionWriter, checkpoint: Checkpoint
+    ) -> tuple[int, int, bool]:
+        """(first offset, next offset to be written, started over) of ``tp``'s log.
+
+        1. ListOffsets gives the bounds; where the end it reports does not pass the offset
+           landed (a log that started over, or the embedded broker, whose answer is the last
+           batch's first offset + 1), one fetch from the offset before it shows how far the
+           log really goes;
+        2. if the log still holds the record whose value ended the checkpointed segment, one
+           fetch of it: another value there means another log (a topic created again that
+           has grown past the checkpoint; Kafka's topic ids are out of aiokafka's reach).
+        """
+        start = (await self.consumer.beginning_offsets([tp]))[tp]
+        end = (await self.consumer.end_offsets([tp]))[tp]
+        if checkpoint.offset >= end > start:
+            fetched = await self.consumer.fetch_once({tp: end - 1}, within=_PROBE_TIMEOUT)
+            end = max(end, fetched[tp][-1].offset + 1)
+        at = checkpoint.last_line_offset
+        if at is None or checkpoint.last_line_crc is None or not start <= at < end:
+            return start, end, False
+        record = (await self.consumer.fetch_once({tp: at}, within=_PROBE_TIMEOUT))[tp][0]
+        # Only the record at that very offset decides (a fetch that skipped it proves nothing).
+        return start, end, record.offset == at and not writer.matches_log(record.value)
+
+    def _log_changed(self, tp: TopicPartition, writer: PartitionWriter, change: LogChange) -> None:
+        """Say what :meth:`PartitionWriter.align_to_log` found: an ERROR line and a metric each."""
+        if change.restarted:
+            self.metrics.log_restarts.labels(writer.out_topic).inc()
+            log.error(
+                "checkpoint ahead of the log: the partition's log started over (topic created again, broker "
+                "data lost or restored); the earlier files stay, the new log lands in a new generation",
+                extra={
+                    "tp": _tp_name(tp),
+                    "checkpoint_offset": change.stale_offset,
+                    "log_start": change.log_start,
+                    "log_end": change.log_end,
+                    "generation": change.generation,
+                },
+            )
+        if change.lost is not None:
+            self.metrics.retention_lost.labels(tp.topic).inc(change.lost_records)
+            log.error(
+                "records removed from the log before they landed (retention): counted as lost",
+                extra={
+                    "tp": _tp_name(tp),
+                    "first_lost": change.lost[0],
+                    "last_lost": change.lost[1],
+                    "lost": change.lost_records,
+                    "generation": change.generation,
+                },
+            )
+
+    def _checkpoint_bad(self, tp: TopicPartition, writer: PartitionWriter, exc: CheckpointError) -> None:
+        """Keep ``tp`` paused on its invalid checkpoint (said once per reason); the others go on."""
+        self.consumer.pause(tp)
+        previous = self._bad.get(tp)
+        if previous is None:
+            self.metrics.bad_checkpoints.labels(writer.out_topic).inc()
+        if previous is None or previous[2] != exc.reason:
+            log.error(str(exc), extra={"tp": _tp_name(tp), "checkpoint": str(exc.path)})
+        self._bad[tp] = (writer, time.monotonic() + _BAD_CHECKPOINT_RETRY, exc.reason)
+
+    async def _retry_bad_checkpoints(self) -> None:
+        """Look again at the invalid checkpoints that are due; consume the partitions fixed since."""
+        now = time.monotonic()
+        offsets: dict[TopicPartition, int] = {}
+        for tp, (writer, due, _reason) in list(self._bad.items()):
+            if due > now:
+                continue
+            checkpoint = await self._open(tp, writer)
+            if checkpoint is None:
+                continue
+            del self._bad[tp]
+            self.metrics.bad_checkpoints.labels(writer.out_topic).dec()
+            log.info("checkpoint valid again; the partition resumes", extra={"tp": _tp_name(tp)})
+            self.consumer.seek(tp, checkpoint.offset + 1)
+            self.consumer.resume(tp)
+            offsets[tp] = checkpoint.offset + 1
+        if offsets:
+            self.metrics.assigned.labels(self.group).set(len(self.writers))
+            await self.consumer.commit({tp: o for tp, o in offsets.items() if o > 0})
 
     def _drop(self, tp: TopicPartition) -> None:
         writer = self.writers.pop(tp, None)
@@ -307,6 +471,10 @@ class GroupWorker:
         lock = self._locks.pop(tp, None)
         if lock is not None:
             lock.release()
+        self._end_wait(tp)
+        if self._bad.pop(tp, None) is not None:
+            self.metrics.bad_checkpoints.labels(tp.topic.removesuffix(RETRY_SUFFIX)).dec()
+        self.liveness.dropped(tp)
         self._failures.pop(tp, None)
         self._paused_until.pop(tp, None)
         self._gaps.pop(tp, None)
@@ -321,6 +489,7 @@ class GroupWorker:
         """
         await self.consumer.start()
         self.ready.set()
+        watch = asyncio.create_task(self._watch(), name=f"liveness-{self.group}")
         interval = self.settings.flush_interval
         # Polls of at most --max-poll-records (aiokafka parses records lazily, per poll):
         # each poll is parsed, checked and joined while its objects are still in the CPU
@@ -343,9 +512,14 @@ class GroupWorker:
                             if writer is not None:
                                 self.consumer.seek(tp, writer.last_offset + 1)
                         continue
+                    if self._waiting:
+                        await self._retry_locks()
+                    if self._bad:
+                        await self._retry_bad_checkpoints()
                     try:
                         for tp, records in batch.items():
                             if records:
+                                self.liveness.fetched(tp)
                                 await self._handle(tp, records)
                     except SideTopicError:
                         if not self.stop_event.is_set():
@@ -357,6 +531,7 @@ class GroupWorker:
                         await self.commit()
                         last_commit = time.monotonic()
         finally:
+            watch.cancel()
             self.ready.clear()
             self.side.stopping = True
             async with self._lock:
@@ -370,6 +545,18 @@ class GroupWorker:
             await self.consumer.stop()
         if self._fatal is not None:
             raise self._fatal
+
+    async def _watch(self) -> None:
+        """Run :class:`~sink.liveness.Liveness`; a stall stops the worker for a restart."""
+        try:
+            await self.liveness.run(self.stop_event)
+        except WorkerStalledError as exc:
+            reason = "fetcher" if "fetch task" in str(exc) else "no_progress"
+            self.metrics.stalls.labels(reason).inc()
+            self.metrics.ready.set(0)
+            log.error("worker stalled; stopping it for a restart", extra={"group": self.group, "error": str(exc)})
+            self._fatal = exc
+            self.stop_event.set()
 
     def _resume_due(self) -> None:
         if not self._paused_until:
@@ -436,19 +623,20 @@ class GroupWorker:
         broker under load): the partition is fetched again from the first missing offset
         after a short pause, and the records before the gap are returned for landing.
         Only a gap that persists for ``--gap-timeout`` is accepted (see :meth:`_gap_accepted`).
-        With nothing landed yet (``last_offset == -1``: no checkpointed record) any first
-        offset is accepted, since the log may start later after retention.
+        The first fetch of a partition is no exception: on assignment ``last_offset`` was
+        set from the log's start (:meth:`PartitionWriter.align_to_log`), so a log that
+        begins later after retention is expected, and anything else is a gap.
 
         Cost on the hot path: two comparisons (offsets within a fetch strictly increase,
         so first/last/count prove contiguity); the per-record scan runs only on a gap.
         """
         first = records[0].offset
         last_landed = writer.last_offset
-        if (first == last_landed + 1 or last_landed < 0) and records[-1].offset - first == len(records) - 1:
+        if first == last_landed + 1 and records[-1].offset - first == len(records) - 1:
             if self._gaps:
                 self._gap_healed(tp, records[-1].offset)
             return records
-        prev = last_landed if last_landed >= 0 else first - 1
+        prev = last_landed
         for i, record in enumerate(records):
             offset = record.offset
             if offset > prev + 1 and not self._gap_accepted(tp, prev + 1, offset):
@@ -555,7 +743,11 @@ class GroupWorker:
                 continue
             partition, offset = source
             if partition not in sources:
-                sources[partition] = self.store.load(writer.out_topic, partition)
+                try:
+                    sources[partition] = self.store.load(writer.out_topic, partition)
+                except (CheckpointError, OSError):
+                    # Unreadable now: "wait" (the source partition decides first, once it can).
+                    sources[partition] = None
             decision = lander_decision(offset, sources[partition], writer.landed_from.get(partition, []))
             if decision == "wait":
                 # The source partition has not settled this offset yet: come back later.
@@ -648,9 +840,21 @@ class GroupWorker:
         name = errno_mod.errorcode.get(exc.errno or 0, "unknown")
         self.metrics.write_errors.labels(writer.out_topic, name).inc()
 
+    def _segment_lost(self, tp: TopicPartition, writer: PartitionWriter, exc: SegmentLostError) -> None:
+        self.metrics.segments_lost.labels(writer.out_topic).inc()
+        # Records up to the checkpoint that were in the lost file are gone with it ("gone").
+        log.error(
+            "open segment deleted or replaced under the sink; what it held past the checkpoint lands again "
+            "in a new segment",
+            extra={"tp": _tp_name(tp), "segment": exc.segment, "error": str(exc), "gone": exc.landed_lines},
+        )
+
     def _write_failed(self, tp: TopicPartition, writer: PartitionWriter, exc: SegmentWriteError) -> None:
         """Back off and consume again from the checkpoint; after the retry timeout, park."""
-        self._count_error(writer, exc)
+        if isinstance(exc, SegmentLostError):
+            self._segment_lost(tp, writer, exc)
+        else:
+            self._count_error(writer, exc)
         now = time.monotonic()
         failure = self._failures.get(tp)
         if failure is None:
@@ -744,18 +948,27 @@ def run_worker(settings: SinkSettings, index: int, metrics_dir: str | None) -> N
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
 
+    # Die with the supervisor: a kill -9 of it must not leave workers consuming (step 1 of
+    # sink.parent); returns False if it is gone already.
+    parent = ParentWatch(settings.shutdown_timeout)
+    if not parent.start():
+        log.error("supervisor gone before the worker started; exiting", extra={"worker": index})
+        raise SystemExit(1)
+
     async def main() -> None:
         # aiokafka clients must be created inside the running loop.
         worker = Worker(settings, Path(metrics_dir) if metrics_dir else None, index)
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, worker.stop)
+        loop.add_signal_handler(signal.SIGTERM, parent.on_sigterm, worker.stop)
+        parent.watch(loop, worker.stop)
         await worker.run()
 
     try:
         import uvloop
 
         uvloop.run(main())
-    except (RecoveryError, SegmentWriteError) as exc:
-        log.error("worker failed", extra={"worker": index, "error": str(exc)})
-        raise SystemExit(1) from exc
+    except SinkError as exc:
+        # The exit code tells the supervisor whether a restart can help (sink.errors).
+        log.error("worker failed", extra={"worker": index, "error": str(exc), "exitcode": exc.exit_code})
+        raise SystemExit(exc.exit_code) from exc
     log.info("worker stopped", extra={"worker": index})

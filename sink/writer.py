@@ -1,7 +1,8 @@
 """Segment writer: one per assigned topic partition; append-only, buffered, crash-safe.
 
-Files follow design.md §4: ``<DIR>/<topic>/date=YYYY-MM-DD/<topic>+<partition>+<startOffset:020d>.jsonl``,
-one Kafka value per line, the date being the UTC date of the record timestamp. Records
+Files follow :mod:`footfall.layout`: ``<DIR>/<topic>/date=YYYY-MM-DD/<topic>+<partition>+<startOffset:020d>.jsonl``
+(``+g<N>`` before the offset from the partition's second log generation on), one Kafka
+value per line, the date being the UTC date of the record timestamp. Records
 of a ``<topic>.retry`` partition land in ``<DIR>/<topic>/...`` too, in segments named
 after the retry partition (``<topic>.retry+<p>+<offset>.jsonl``), so readers that glob
 ``<DIR>/<topic>/date=*/*.jsonl`` see every record once.
@@ -11,7 +12,20 @@ written with one ``pwrite`` when full: no per-record syscalls). Nothing counts a
 until :meth:`PartitionWriter.commit` has written, fsynced and checkpointed it. After a
 crash, :meth:`PartitionWriter.recover` truncates the current segment to the checkpointed
 length and deletes segments started after the checkpoint, so the files hold exactly
-the records up to the checkpoint offset.
+the records up to the checkpoint offset. It first checks the checkpoint against the
+segment file (length within the file, on a line end, the last line's CRC, the line count
+against the offsets): a checkpoint that does not fit raises
+:class:`~sink.errors.CheckpointError` and nothing is touched.
+
+State drift (:meth:`PartitionWriter.align_to_log`): once the partition's log bounds are
+known, a checkpoint ahead of the log's end (the log started over) moves the partition to
+a new generation, whose files never share a name with the earlier ones; a log start past
+the checkpoint (retention removed records before they landed) is reported as loss.
+
+An open segment deleted or replaced under the sink (another inode at its path, no link
+left, or another size than written) is caught before anything is checkpointed into it
+(:class:`~sink.errors.SegmentLostError`): the partition starts a new segment from its
+checkpoint and consumes the unconfirmed records again.
 """
 
 from __future__ import annotations
@@ -20,20 +34,51 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import stat
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
 from footfall.layout import SEGMENT_SUFFIX, check_topic, date_dir, parse_segment_name, segment_name
-from sink.checkpoint import Checkpoint, CheckpointStore, fsync_dir, ranges_add
-from sink.errors import RecoveryError, SegmentWriteError
+from sink.checkpoint import Checkpoint, CheckpointStore, fsync_dir, line_crc, ranges_add
+from sink.errors import CheckpointError, RecoveryError, SegmentLostError, SegmentWriteError
 
-__all__ = ["MS_PER_DAY", "PartitionWriter", "day_of"]
+__all__ = ["MS_PER_DAY", "LogChange", "PartitionWriter", "day_of"]
 
 log = logging.getLogger(__name__)
 
 MS_PER_DAY: Final = 86_400_000
 _EPOCH: Final = dt.date(1970, 1, 1)
+#: How far back from the checkpointed length the last line is looked for at recovery (a report
+#: is < 1 KiB; a longer last line is not CRC-checked, only its line end).
+_LAST_LINE_WINDOW: Final = 64 << 10
+
+
+@dataclass(frozen=True)
+class LogChange:
+    """What :meth:`PartitionWriter.align_to_log` found and did.
+
+    Attributes:
+        restarted: the checkpoint was ahead of the log's end: the log started over and
+            the partition moved from generation ``generation - 1`` to ``generation``.
+        generation: the partition's generation now.
+        stale_offset: (restarted) the checkpoint offset of the earlier generation.
+        lost: offsets ``(first, last)`` removed from the log (retention) before they
+            landed, or None.
+        log_start, log_end: the log's bounds it was checked against.
+    """
+
+    restarted: bool
+    generation: int
+    stale_offset: int
+    lost: tuple[int, int] | None
+    log_start: int
+    log_end: int
+
+    @property
+    def lost_records(self) -> int:
+        return 0 if self.lost is None else self.lost[1] - self.lost[0] + 1
 
 
 def day_of(timestamp_ms: int) -> int:
@@ -84,6 +129,10 @@ class PartitionWriter:
         self._seg_day = -1
         self._seg_opened = 0.0
         self._written = 0  # bytes of the open segment already written to the file
+        self._seg_lines = 0  # lines of the open segment, written or buffered
+        self._last_crc: int | None = None  # CRC of its last line
+        self._last_line_offset: int | None = None  # offset of the record that line is the value of
+        self._seg_ident: tuple[int, int] | None = None  # (st_dev, st_ino) of the open segment
         self._unsynced = False
         self._needs_cleanup = False
         #: Records appended since the last checkpoint (counted as written once committed).
@@ -100,8 +149,8 @@ class PartitionWriter:
 
     # ------------------------------------------------------------------ recovery
 
-    def _segments(self) -> list[tuple[int, Path]]:
-        """(start offset, path) of every segment of this partition, any date."""
+    def _segments(self) -> list[tuple[int, int, Path]]:
+        """(generation, start offset, path) of every segment of this partition, any date, in log order."""
         topic_dir = self.record_directory / self.out_topic
         if not topic_dir.is_dir():
             return []
@@ -110,45 +159,58 @@ class PartitionWriter:
             for path in day_dir.glob(f"{self.topic}+{self.partition}+*{SEGMENT_SUFFIX}"):
                 parsed = parse_segment_name(path.name)
                 if parsed is not None and parsed.topic == self.topic and parsed.partition == self.partition:
-                    found.append((parsed.start_offset, path))
+                    found.append((parsed.generation, parsed.start_offset, path))
         return sorted(found)
 
     def recover(self) -> Checkpoint:
         """Make the files agree with the checkpoint; call on assignment, before consuming.
 
         Steps:
-            1. load the checkpoint; if there is none, there must be no segment either
-               (else the state was lost: :class:`RecoveryError`, nothing is deleted),
-               and an empty checkpoint is written first, so that any segment found
-               later without a checkpoint entry is known to be uncommitted;
-            2. truncate the checkpoint's segment to the checkpointed length;
-            3. delete every segment that starts after the checkpoint offset
-               (it only holds records that were never committed);
-            4. fsync the directories touched.
+            1. load the checkpoint (validated: :meth:`CheckpointStore.load`); if there is
+               none, there must be no segment either (else the state was lost), and an
+               empty checkpoint is written first, so that any segment found later without
+               a checkpoint entry is known to be uncommitted;
+            2. check it against the files: its segment holds at least ``length`` bytes,
+               ``length`` is a line end, the line before it has the checkpointed CRC, and no
+               segment of a later generation exists;
+            3. truncate the checkpoint's segment to the checkpointed length;
+            4. delete every segment of the checkpoint's generation that starts after the
+               checkpoint offset (it only holds records that were never committed);
+               segments of earlier generations are never touched;
+            5. fsync the directories touched.
 
         Returns:
-            The checkpoint; consume from ``offset + 1``.
+            The checkpoint; consume from ``offset + 1`` (after :meth:`align_to_log`).
 
         Raises:
-            RecoveryError: the files have fewer bytes than the checkpoint says, or
-                segments exist without any checkpoint.
-            SegmentWriteError: the disk refused a truncate/delete/checkpoint write.
+            CheckpointError: the checkpoint is invalid or does not fit the files (nothing
+                was changed on disk); the partition must not be consumed.
+            SegmentWriteError: the disk refused a read/truncate/delete/checkpoint write.
         """
         self._close_fd()
-        loaded = self.store.load(self.topic, self.partition)
+        path = self.store.path(self.topic, self.partition)
+        try:
+            loaded = self.store.load(self.topic, self.partition)
+        except OSError as exc:
+            raise SegmentWriteError(f"{self.name}: cannot read checkpoint {path}: {exc.strerror}", exc.errno) from exc
         if loaded is None:
             segments = self._segments()
             if segments:
-                raise RecoveryError(
-                    f"{self.name}: {len(segments)} segment(s) such as {segments[0][1]} but no checkpoint "
-                    f"{self.store.path(self.topic, self.partition)}; the sink's state was lost. Move the "
-                    "segments away (or restore _footfall/) before starting the sink"
+                raise CheckpointError(
+                    path,
+                    self.name,
+                    f"does not exist (no checkpoint) but {len(segments)} segment(s) such as {segments[0][2]} do: "
+                    "the sink's state was lost; restore _footfall/ or move the segments away",
                 )
             loaded = Checkpoint()
             try:
                 self.store.save(self.topic, self.partition, loaded)
             except OSError as exc:
                 raise SegmentWriteError(f"{self.name}: cannot write first checkpoint: {exc}", exc.errno) from exc
+        try:
+            self._validate(loaded)
+        except OSError as exc:
+            raise SegmentWriteError(f"{self.name}: cannot read {loaded.segment}: {exc.strerror}", exc.errno) from exc
         self._adopt(loaded)
         self._needs_cleanup = True
         self._cleanup()
@@ -157,6 +219,120 @@ class PartitionWriter:
             extra={"tp": self.name, "offset": loaded.offset, "segment": loaded.segment, "length": loaded.length},
         )
         return loaded
+
+    def _validate(self, ckpt: Checkpoint) -> None:
+        """Step 2 of :meth:`recover`: raise :class:`CheckpointError` if ``ckpt`` does not fit the files."""
+        path = self.store.path(self.topic, self.partition)
+
+        def bad(reason: str) -> CheckpointError:
+            return CheckpointError(path, self.name, reason)
+
+        newer = [p for gen, _, p in self._segments() if gen > ckpt.generation]
+        if newer:
+            raise bad(
+                f"is of generation {ckpt.generation} but segment {newer[0]} is of a later one "
+                "(an older checkpoint restored?)"
+            )
+        if ckpt.segment is None:
+            return
+        seg = self.record_directory / ckpt.segment
+        if seg.parent.parent.name != self.out_topic:
+            raise bad(f"names segment {ckpt.segment!r} outside the directory of topic {self.out_topic}")
+        try:
+            st = seg.stat()
+        except FileNotFoundError:
+            st = None
+        if st is None or not stat.S_ISREG(st.st_mode) or st.st_size < ckpt.length:
+            size = (
+                "is missing"
+                if st is None
+                else "is no file"
+                if not stat.S_ISREG(st.st_mode)
+                else f"has {st.st_size} bytes"
+            )
+            raise bad(
+                f"says {ckpt.length} bytes of segment {seg}, which {size}: data was lost outside the sink "
+                "(deleted or truncated; or fsync=never and a machine crash)"
+            )
+        if ckpt.length == 0:
+            return
+        start = max(0, ckpt.length - _LAST_LINE_WINDOW)
+        with seg.open("rb") as f:
+            f.seek(start)
+            window = f.read(ckpt.length - start)
+        if window[-1:] != b"\n":
+            raise bad(f"length {ckpt.length} is not at a line end of {seg}")
+        if ckpt.last_line_crc is None:
+            return
+        cut = window.rfind(b"\n", 0, len(window) - 1)
+        if cut < 0 and start > 0:
+            return  # a last line longer than the window: its line end was checked
+        if line_crc(window[cut + 1 : -1]) != ckpt.last_line_crc:
+            raise bad(f"length {ckpt.length} does not end at the last line landed in {seg} (its CRC differs)")
+
+    def align_to_log(self, log_start: int, log_end: int, *, started_over: bool = False) -> LogChange | None:
+        """Check the checkpoint against the partition's log; call after :meth:`recover`.
+
+        ``log_start`` is the log's first offset, ``log_end`` the next offset to be written;
+        ``started_over``: the caller found another record at :attr:`Checkpoint.last_line_offset`
+        than the one landed there (:meth:`matches_log`).
+
+        Steps:
+            1. the checkpoint is ahead of the log (``offset + 1 > log_end``), or
+               ``started_over``: the log started over (topic deleted and created again, a
+               broker's data lost or restored from an older copy, the memory-only embedded
+               broker restarted). The files of the earlier
+               log stay as they are; the partition moves to generation + 1 with an empty
+               checkpoint, so the new log lands from its first offset in files of its own;
+            2. the log starts past the checkpoint (``log_start > offset + 1``): offsets
+               ``offset + 1 .. log_start - 1`` were removed (retention) before they landed.
+               They are settled as lost, so consuming goes on from ``log_start``;
+            3. if anything changed, the new checkpoint is written at once (durable before a
+               single record of the new log lands, and reported once, not at every restart).
+
+        Returns:
+            What changed, or None when the checkpoint fits the log.
+
+        Raises:
+            SegmentWriteError: the disk refused the checkpoint (nothing changed).
+        """
+        ckpt = self.checkpoint
+        restarted = started_over or ckpt.offset + 1 > log_end
+        new = Checkpoint(generation=ckpt.generation + 1) if restarted else ckpt
+        lost = None
+        if log_start > new.offset + 1:
+            lost = (new.offset + 1, log_start - 1)
+            new = Checkpoint(
+                offset=log_start - 1,
+                segment=new.segment,
+                length=new.length,
+                lines=new.lines,
+                last_line_crc=new.last_line_crc,
+                generation=new.generation,
+                parked=list(new.parked),
+                landed_from={k: list(v) for k, v in new.landed_from.items()},
+            )
+        if new is ckpt:
+            return None
+        try:
+            self.store.save(self.topic, self.partition, new)
+        except OSError as exc:
+            raise SegmentWriteError(f"{self.name}: checkpoint write failed: {exc.strerror}", exc.errno) from exc
+        self._adopt(new)
+        return LogChange(
+            restarted=restarted,
+            generation=new.generation,
+            stale_offset=ckpt.offset,
+            lost=lost,
+            log_start=log_start,
+            log_end=log_end,
+        )
+
+    def matches_log(self, value: bytes | None) -> bool:
+        """Whether ``value``, the log's record at :attr:`Checkpoint.last_line_offset` now, is
+        the one whose value ended the segment when the checkpoint was written."""
+        tail = (value or b"").rsplit(b"\n", 1)[-1]
+        return line_crc(tail) == self.checkpoint.last_line_crc
 
     def _adopt(self, checkpoint: Checkpoint) -> None:
         self.checkpoint = checkpoint
@@ -167,6 +343,10 @@ class PartitionWriter:
         self._seg_rel = None
         self._seg_day = -1
         self._written = 0
+        self._seg_lines = checkpoint.lines or 0
+        self._last_crc = checkpoint.last_line_crc
+        self._last_line_offset = checkpoint.last_line_offset
+        self._seg_ident = None
         self._unsynced = False
         self.pending_records = 0
         self.pending_bytes = 0
@@ -202,8 +382,12 @@ class PartitionWriter:
                         "truncated uncommitted tail",
                         extra={"tp": self.name, "segment": str(path), "from": size, "to": ckpt.length},
                     )
-            for start, path in self._segments():
-                if start > ckpt.offset and (ckpt.segment is None or path != self.record_directory / ckpt.segment):
+            for generation, start, path in self._segments():
+                if (
+                    generation == ckpt.generation
+                    and start > ckpt.offset
+                    and (ckpt.segment is None or path != self.record_directory / ckpt.segment)
+                ):
                     path.unlink()
                     touched.add(path.parent)
                     log.warning("deleted uncommitted segment", extra={"tp": self.name, "segment": str(path)})
@@ -241,6 +425,11 @@ class PartitionWriter:
         if self._fd is None or day != self._seg_day or self._must_rotate(len(data)):
             self._rotate(first_offset, day)
         self._buf += data
+        self._seg_lines += count
+        # The last line is the value of the record at ``last_offset`` (its tail, if the value
+        # itself held a newline): what :meth:`matches_log` compares with the log later.
+        self._last_crc = line_crc(memoryview(data)[data.rfind(b"\n", 0, len(data) - 1) + 1 : -1])
+        self._last_line_offset = last_offset
         self.last_offset = max(self.last_offset, last_offset)
         self.pending_records += count
         self.pending_bytes += len(data)
@@ -271,15 +460,19 @@ class PartitionWriter:
         self._cleanup()
         if self._fd is not None:
             # The old segment is complete: write and fsync it before the new one starts,
-            # so a checkpoint pointing at the new one never covers unsynced bytes.
+            # so a checkpoint pointing at the new one never covers unsynced bytes; and it
+            # must still be where it was, or its records are on no disk.
             self._write_buffer()
             self._sync()
+            self._check_open_segment()
             self._close_fd()
         directory = date_dir(self.record_directory, self.out_topic, _EPOCH + dt.timedelta(days=day))
-        path = directory / segment_name(self.topic, self.partition, first_offset)
+        path = directory / segment_name(self.topic, self.partition, first_offset, self.checkpoint.generation)
         try:
             created = self._mkdirs(directory)
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            st = os.fstat(self._fd)
+            self._seg_ident = (st.st_dev, st.st_ino)
             if self.fsync_policy != "never":
                 # The new file's entry, and the entries of any directory just created.
                 for d in sorted({directory, *(c.parent for c in created)}, key=lambda p: len(p.parts)):
@@ -295,6 +488,9 @@ class PartitionWriter:
         self._seg_day = day
         self._seg_opened = time.monotonic()
         self._written = 0
+        self._seg_lines = 0
+        self._last_crc = None
+        self._last_line_offset = None
         self._unsynced = False
 
     def _mkdirs(self, directory: Path) -> list[Path]:
@@ -312,6 +508,9 @@ class PartitionWriter:
         if not self._buf:
             return
         assert self._fd is not None
+        # Before writing too: a file truncated under the sink would otherwise be re-extended
+        # by the pwrite below (a hole where the landed lines were) and pass the size check.
+        self._check_open_segment()
         view = memoryview(self._buf)
         pos = self._written
         try:
@@ -372,10 +571,16 @@ class PartitionWriter:
         self._cleanup()
         self._write_buffer()
         self._sync()
+        self._check_open_segment()
+        opened = self._seg_rel is not None
         new = Checkpoint(
             offset=self.last_offset,
-            segment=self._seg_rel if self._seg_rel is not None else self.checkpoint.segment,
-            length=self._written if self._seg_rel is not None else self.checkpoint.length,
+            segment=self._seg_rel if opened else self.checkpoint.segment,
+            length=self._written if opened else self.checkpoint.length,
+            lines=self._seg_lines if opened else self.checkpoint.lines,
+            last_line_crc=self._last_crc if opened else self.checkpoint.last_line_crc,
+            last_line_offset=self._last_line_offset if opened else self.checkpoint.last_line_offset,
+            generation=self.checkpoint.generation,
             parked=list(self.parked),
             landed_from={k: list(v) for k, v in self.landed_from.items()},
         )
@@ -385,6 +590,60 @@ class PartitionWriter:
             raise SegmentWriteError(f"{self.name}: checkpoint write failed: {exc.strerror}", exc.errno) from exc
         self.checkpoint = new
         return True
+
+    def _check_open_segment(self) -> None:
+        """Raise :class:`SegmentLostError` if the open segment is not, or no longer only, ours.
+
+        Its path must still name the file the sink opened (same device and inode, still
+        linked) and the file must hold exactly the bytes written: else it was deleted,
+        replaced (``sed -i`` writes a new file) or edited in place under the sink, and what
+        was written to it since the checkpoint is on no disk the readers see. Then the
+        partition starts a new segment from the checkpoint: if the checkpoint pointed into
+        the lost file, it is replaced by one that points nowhere (same offset), so the next
+        recovery does not stop on it; the records the lost file held up to the checkpoint
+        are gone with it and reported so.
+        """
+        if self._fd is None or self._seg_rel is None:
+            return
+        path = self.record_directory / self._seg_rel
+        try:
+            st_fd = os.fstat(self._fd)
+            try:
+                st_path: os.stat_result | None = path.stat()
+            except FileNotFoundError:
+                st_path = None
+        except OSError as exc:
+            raise SegmentWriteError(f"{self.name}: cannot stat {path}: {exc.strerror}", exc.errno) from exc
+        if st_path is None or st_fd.st_nlink == 0:
+            what = "was deleted"
+        elif (st_path.st_dev, st_path.st_ino) != self._seg_ident:
+            what = "was replaced by another file"
+        elif st_fd.st_size != self._written:
+            what = f"was changed ({st_fd.st_size} bytes, {self._written} written)"
+        else:
+            return
+        ckpt = self.checkpoint
+        lost_landed = (ckpt.lines or 0) if ckpt.segment == self._seg_rel else 0
+        self._close_fd()
+        if ckpt.segment == self._seg_rel:
+            ckpt = Checkpoint(
+                offset=ckpt.offset,
+                generation=ckpt.generation,
+                parked=list(ckpt.parked),
+                landed_from={k: list(v) for k, v in ckpt.landed_from.items()},
+            )
+            try:
+                self.store.save(self.topic, self.partition, ckpt)
+            except OSError as exc:
+                raise SegmentWriteError(f"{self.name}: checkpoint write failed: {exc.strerror}", exc.errno) from exc
+        # Whatever was buffered or written since the checkpoint is forgotten: it is consumed again.
+        self._adopt(ckpt)
+        raise SegmentLostError(
+            f"{self.name}: open segment {path} {what} under the sink; starting a new segment from "
+            f"the checkpoint (offset {ckpt.offset})",
+            segment=str(path),
+            landed_lines=lost_landed,
+        )
 
     @property
     def checkpoint_dir(self) -> Path:

@@ -6,7 +6,7 @@ with SIGTERM, then SIGKILL. The child gets ``PR_SET_PDEATHSIG`` so it dies with 
 parent even on ``kill -9``, and an ``atexit`` hook covers a normal interpreter exit:
 no orphan brokers.
 
-Known limits of this broker (design.md §5): no InitProducerId (no idempotent producer),
+Known limits of this broker: no InitProducerId (no idempotent producer),
 no offset-commit metadata, and its data is gone when it stops.
 """
 
@@ -17,6 +17,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
 import signal
 import socket
 import struct
@@ -28,6 +29,7 @@ from types import TracebackType
 from typing import Final, Self
 
 from footfall.errors import BrokerUnavailableError, FootfallError
+from footfall.preflight import check_listen, listeners
 
 __all__ = ["EmbeddedBroker", "broker_binary", "free_port", "kafka_answers"]
 
@@ -82,6 +84,21 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes | None:
     return buf
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _last_error_line(path: Path) -> str:
+    """The broker log's last ERROR line (or its last line), without colour codes."""
+    try:
+        lines = [_ANSI.sub("", line).strip() for line in path.read_text(errors="replace").splitlines()]
+    except OSError:
+        return ""
+    lines = [line for line in lines if line]
+    errors = [line for line in lines if " ERROR " in f" {line} "]
+    chosen = (errors or lines or [""])[-1]
+    return chosen[:300]
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -114,12 +131,29 @@ class EmbeddedBroker:
             raise FootfallError("the embedded broker is not started")
         return self._proc.pid
 
+    @property
+    def returncode(self) -> int | None:
+        """None while the broker runs (or was never started); its exit code once it died."""
+        return None if self._proc is None else self._proc.poll()
+
     def start(self, timeout: float = 20.0) -> Self:
-        """Start the broker and wait until it answers Kafka requests. Idempotent."""
+        """Start the broker and wait until it answers Kafka requests. Idempotent.
+
+        Ready means: our child answers on the port, and the socket listening there is its
+        own (``/proc``), so another broker already on a fixed port is never mistaken for it.
+
+        Raises:
+            StartupError: a fixed ``port`` is already in use.
+            BrokerUnavailableError: the broker exited or did not answer within ``timeout``;
+                one line with the last line of its log and the log's path.
+        """
         if self._proc is not None and self._proc.poll() is None:
             return self
         binary = broker_binary()
         fixed_port = self.port
+        if fixed_port:
+            check_listen(self.host, fixed_port, "--port")
+        cause = f"no answer within {timeout:g}s"
         for _attempt in range(3):
             port = fixed_port or free_port(self.host)
             if self.log_path is None:
@@ -150,14 +184,27 @@ class EmbeddedBroker:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 if self._proc.poll() is not None:
-                    break  # died: most likely the port was taken meanwhile
-                if kafka_answers(self.host, port):
+                    cause = f"it exited with code {self._proc.returncode}"
+                    break  # most likely the port was taken meanwhile
+                if self._owns(port) and kafka_answers(self.host, port):
                     log.info("embedded broker ready", extra={"bootstrap": self.bootstrap, "pid": self._proc.pid})
                     return self
                 time.sleep(0.05)
             self.stop()
-        tail = self.log_path.read_text(errors="replace")[-2000:] if self.log_path else ""
-        raise BrokerUnavailableError(f"the embedded broker did not start; its log ends:\n{tail}")
+        last = _last_error_line(self.log_path) if self.log_path else ""
+        raise BrokerUnavailableError(
+            f"the embedded broker did not start on {self.host}:{self.port}: {cause}"
+            + (f" ({last})" if last else "")
+            + f"; log: {self.log_path}"
+        )
+
+    def _owns(self, port: int) -> bool:
+        """True if the socket listening on ``port`` is this broker's (always, where /proc is missing)."""
+        if self._proc is None:
+            return False
+        if not Path("/proc/net/tcp").exists():
+            return True
+        return self._proc.pid in listeners(port)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the broker: SIGTERM, then SIGKILL after ``timeout``. Idempotent."""

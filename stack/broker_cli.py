@@ -1,4 +1,8 @@
-"""``footfall broker``: run the embedded broker in the foreground until Ctrl+C."""
+"""``footfall broker``: run the embedded broker in the foreground until Ctrl+C.
+
+Exit codes: 0 after Ctrl+C/SIGTERM stopped it; 1 the broker did not start (port in use,
+no binary) or died while running, said in one line naming the cause and its log; 2 bad flags.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Final
 
 import msgspec
 
@@ -15,6 +19,8 @@ from footfall.settings import parse_settings, run_main
 from stack.broker import EmbeddedBroker
 
 __all__ = ["BrokerSettings", "main"]
+
+_POLL_S: Final = 0.5  # how soon a dead broker ends the command
 
 
 class BrokerSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -38,7 +44,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGINT, lambda *_: stop.set())
         with EmbeddedBroker(settings.host, settings.port or None) as broker:
             print(f"embedded broker on {broker.bootstrap} (pid {broker.pid}); Ctrl+C stops it", file=sys.stderr)
-            stop.wait()
+            pid = broker.pid
+            while not stop.wait(_POLL_S):
+                code = broker.returncode
+                if code is not None:
+                    print(
+                        f"error: the embedded broker (pid {pid}) exited with code {code}; log: {broker.log_path}",
+                        file=sys.stderr,
+                    )
+                    return 1
         return 0
 
     return run_main(run)

@@ -21,7 +21,9 @@ COMMANDS: Final = {
     "bench": ("bench.__main__", "load generator; 'footfall bench verify' checks what landed"),
     "dashboard": ("dashboard.__main__", "web page with charts over the landed files"),
     "broker": ("stack.broker_cli", "run the embedded Kafka-protocol broker (Tansu) alone"),
+    "kafka": ("stack.kafka_cli", "run Apache Kafka (one node or a KRaft cluster) on loopback; needs Java + Maven"),
     "perf": ("perf.__main__", "end-to-end performance scenarios and profiles"),
+    "rehearse": ("stack.rehearse", "run the compose deployment as local processes (Kafka x3, haproxy, Prometheus)"),
 }
 
 

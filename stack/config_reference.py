@@ -30,6 +30,8 @@ SETTINGS: Final = {
     "footfall bench verify": ("bench.settings", "VerifySettings", "FOOTFALL_BENCH_"),
     "footfall dashboard": ("dashboard.settings", "DashboardSettings", "FOOTFALL_DASHBOARD_"),
     "footfall broker": ("stack.broker_cli", "BrokerSettings", "FOOTFALL_BROKER_"),
+    "footfall kafka": ("stack.kafka_cli", "KafkaSettings", "FOOTFALL_KAFKA_"),
+    "footfall rehearse": ("stack.rehearse", "RehearseSettings", "FOOTFALL_REHEARSE_"),
 }
 
 

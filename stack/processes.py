@@ -3,7 +3,12 @@
 ``Stack`` is what ``footfall up``, the integration and fault tests, and ``perf`` share.
 Each role runs as ``python -m <role>`` in its own session (so it and its workers can be
 signalled as a group), dies with this process (``PR_SET_PDEATHSIG``), logs to a file,
-and counts as started only once its ``/readyz`` answers 200.
+and counts as started only once its ``/readyz`` answers 200 *and* the socket listening on
+its port belongs to its own session (``/proc``): a server someone else runs on that port
+is never taken for ours. A role that exits, never becomes ready, or finds its port taken
+fails the start at once with a :class:`RoleStartError`: one line naming the role, the port
+or the cause, and the log file. :meth:`Stack.exited` tells a supervisor which role died
+later on.
 
 Stop order is the reverse of start: the gateway drains first (nothing new arrives),
 then the sink lands what is left, then the dashboard and the broker go.
@@ -27,10 +32,22 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
-from footfall.errors import FootfallError
+import orjson
+
+from footfall.errors import FootfallError, StartupError
+from footfall.preflight import check_listen, describe_pid, listeners
 from stack.broker import EmbeddedBroker, free_port
 
-__all__ = ["ROLES", "Stack", "StackConfig", "metric_total", "scrape", "stop_process_group"]
+__all__ = [
+    "ROLES",
+    "RoleStartError",
+    "Stack",
+    "StackConfig",
+    "log_cause",
+    "metric_total",
+    "scrape",
+    "stop_process_group",
+]
 
 ROLES: Final = ("gateway", "sink", "dashboard")
 _PR_SET_PDEATHSIG: Final = 1
@@ -39,6 +56,57 @@ _PR_SET_PDEATHSIG: Final = 1
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class RoleStartError(StartupError):
+    """A role did not start: it exited, never became ready, or its port is someone else's.
+
+    Attributes:
+        role: ``gateway``, ``sink`` or ``dashboard``.
+        log_path: the role's log file (None if it was never started).
+    """
+
+    def __init__(self, role: str, message: str, log_path: Path | None = None) -> None:
+        super().__init__(f"{role}: {message}" + (f"; log: {log_path}" if log_path else ""))
+        self.role = role
+        self.log_path = log_path
+
+
+def log_cause(path: Path, size: int = 64 * 1024) -> str:
+    """The most telling line at the end of a role's log, for a one-line failure message.
+
+    In this order: the last ``error: ...`` line a role prints for an operator's mistake, the
+    last JSON log line at error level (its message and the exception's last line), the last line.
+    """
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, path.stat().st_size - size))
+            lines = [line.strip() for line in f.read().decode(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        if line.startswith("error: "):
+            return line.removeprefix("error: ")
+    for line in reversed(lines):
+        if not line.startswith("{"):
+            continue
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(entry, dict) and entry.get("level") in {"error", "critical"}:
+            exception = str(entry.get("exception", "")).strip().splitlines()
+            return str(entry.get("message", "")) + (f" ({exception[-1]})" if exception else "")
+    return lines[-1][:300] if lines else ""
+
+
+def _session(pid: int) -> int | None:
+    """The session id of ``pid`` (``/proc/<pid>/stat`` field 6), None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[3])
 
 
 def stop_process_group(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
@@ -97,6 +165,7 @@ class StackConfig:
     dashboard_args: Sequence[str] = ()
     env: dict[str, str] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)  # role -> port; free ports otherwise
+    port_flags: dict[str, str] = field(default_factory=dict)  # role -> the flag that sets its port, for messages
 
 
 class Stack:
@@ -131,8 +200,9 @@ class Stack:
         """Start every process and wait until each is ready.
 
         Raises:
-            FootfallError: a process exited or did not become ready within ``timeout``;
-                the message carries the end of its log.
+            RoleStartError: a role exited, did not become ready within ``timeout``, or its
+                port is held by a process it did not start (one line, with the log's path).
+            StartupError, BrokerUnavailableError: the embedded broker did not start.
         """
         self.log_directory.mkdir(parents=True, exist_ok=True)
         self.config.record_directory.mkdir(parents=True, exist_ok=True)
@@ -210,8 +280,15 @@ class Stack:
         return [sys.executable, "-m", role, *args]
 
     def start_role(self, role: str, timeout: float = 60.0) -> subprocess.Popen[bytes]:
-        """Start (or restart) one role and wait for its ``/readyz``."""
-        self.ports.setdefault(role, self.config.ports.get(role) or free_port(self.config.host))
+        """Start (or restart) one role and wait until it is ready (see the module docstring)."""
+        fixed = self.config.ports.get(role)
+        if fixed and role not in self.processes:
+            flag = self.config.port_flags.get(role, "port")
+            try:
+                check_listen(self.config.host, fixed, flag)
+            except StartupError as exc:
+                raise RoleStartError(role, str(exc)) from exc
+        self.ports.setdefault(role, fixed or free_port(self.config.host))
         env = self.child_env()
         self.log_directory.mkdir(parents=True, exist_ok=True)
         log_path = self.log_directory / f"{role}.log"
@@ -237,20 +314,58 @@ class Stack:
         return env
 
     def wait_ready(self, role: str, timeout: float = 60.0) -> None:
-        """Poll ``role``'s ``/readyz`` until it answers 200."""
+        """Poll until ``role`` answers ``/readyz`` with 200 from a socket of its own session.
+
+        Raises:
+            RoleStartError: it exited, another process serves its port, or ``timeout`` passed.
+        """
         proc = self.processes[role]
+        port = self.ports[role]
+        log_path = self.log_path(role)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise FootfallError(f"{role} exited with code {proc.returncode}:\n{self.log_tail(role)}")
-            with (
-                contextlib.suppress(OSError, urllib.error.URLError),
-                urllib.request.urlopen(f"{self.url(role)}/readyz", timeout=1.0) as response,  # noqa: S310
-            ):
-                if response.status == 200:
-                    return
+                cause = log_cause(log_path) or "no output"
+                raise RoleStartError(role, f"exited with code {proc.returncode} at start-up: {cause}", log_path)
+            sessions = self._listener_sessions(role)  # one /proc scan per round
+            foreign = {pid for pid, sid in (sessions or {}).items() if sid is not None and sid != proc.pid}
+            if foreign:
+                holders = ", ".join(describe_pid(pid) for pid in sorted(foreign))
+                flag = self.config.port_flags.get(role, "port")
+                raise RoleStartError(
+                    role,
+                    f"{self.config.host}:{port} is also served by {holders}, not started here; "
+                    f"stop it or pick another {flag}",
+                    log_path,
+                )
+            if sessions is None or proc.pid in sessions.values():
+                with (
+                    contextlib.suppress(OSError, urllib.error.URLError),
+                    urllib.request.urlopen(f"{self.url(role)}/readyz", timeout=1.0) as response,  # noqa: S310
+                ):
+                    if response.status == 200:
+                        return
             time.sleep(0.1)
-        raise FootfallError(f"{role} was not ready within {timeout:g}s:\n{self.log_tail(role)}")
+        cause = log_cause(log_path)
+        last = f" (last log line: {cause})" if cause else ""
+        raise RoleStartError(role, f"not ready on {self.config.host}:{port} within {timeout:g}s{last}", log_path)
+
+    def _listener_sessions(self, role: str) -> dict[int, int | None] | None:
+        """pid -> session of every process listening on ``role``'s port; None without /proc."""
+        if not Path("/proc/net/tcp").exists():
+            return None
+        return {pid: _session(pid) for pid in listeners(self.ports[role])}
+
+    def log_path(self, role: str) -> Path:
+        """The file ``role`` (or ``broker``) logs to."""
+        return self.log_directory / f"{role}.log"
+
+    def exited(self) -> dict[str, int]:
+        """Roles (and the embedded broker) that have exited since they started: name -> exit code."""
+        codes = {role: proc.returncode for role, proc in self.processes.items() if proc.poll() is not None}
+        if self.broker is not None and self.broker.returncode is not None:
+            codes["broker"] = self.broker.returncode
+        return codes
 
     def log_tail(self, role: str, size: int = 3000) -> str:
         path = self.log_directory / f"{role}.log"

@@ -5,6 +5,21 @@
 3. run the bench against the gateway and show, every second, reports accepted and landed;
 4. on Ctrl+C (or after ``--duration``): stop the bench, drain the gateway, let the sink
    land what is left, stop everything, run ``bench verify`` and print a summary.
+
+It supervises what it starts: a role that exits, never becomes ready, or finds its port
+held by a server it did not start fails the command at once with one line (role, port or
+cause, log file); a role that dies while running stops the run the same way.
+
+Exit codes (also in the README):
+
+====  ==========================================================================
+0     every process stopped cleanly and ``bench verify`` found nothing wrong
+1     a process died or stopped uncleanly, the bench failed, or verify could not run
+2     bad flags
+3     start-up failed: a port in use, a directory not writable, a role that did not start
+4     data loss: ``bench verify`` found lost, duplicated or unexpected reports
+130   a second Ctrl+C forced the exit
+====  ==========================================================================
 """
 
 from __future__ import annotations
@@ -17,15 +32,25 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 
-from footfall.errors import FootfallError
+from footfall.errors import FootfallError, StartupError
+from footfall.preflight import check_directory
 from footfall.settings import parse_settings, run_main
+from stack.kafka import KafkaCluster
 from stack.processes import Stack, StackConfig
 
-__all__ = ["UpSettings", "main"]
+__all__ = ["EXIT_DATA_LOSS", "EXIT_FAILED", "EXIT_OK", "EXIT_STARTUP", "UpSettings", "main"]
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_STARTUP: Final = 3
+EXIT_DATA_LOSS: Final = 4
+
+_PORT_FLAGS: Final = {"gateway": "--gateway-port", "sink": "--sink-port", "dashboard": "--dashboard-port"}
+_PLAIN_PROGRESS_S: Final = 5.0  # a count line this often when stdout is not a terminal
 
 
 class UpSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -36,6 +61,13 @@ class UpSettings(msgspec.Struct, frozen=True, kw_only=True):
             description="use this Kafka cluster instead of the embedded broker", extra={"env": "FOOTFALL_BROKERS"}
         ),
     ] = ""
+    kafka: Annotated[
+        bool,
+        msgspec.Meta(
+            description="run one Apache Kafka node (needs Java and Maven; logs in <record-directory>/_footfall/kafka) "
+            "instead of the embedded broker"
+        ),
+    ] = False
     gateway_port: Annotated[int, msgspec.Meta(ge=0, le=65535, description="gateway HTTP port (0: a free one)")] = 8080
     sink_port: Annotated[int, msgspec.Meta(ge=0, le=65535, description="sink /metrics port (0: a free one)")] = 9100
     dashboard_port: Annotated[int, msgspec.Meta(ge=0, le=65535, description="dashboard port (0: a free one)")] = 8050
@@ -60,16 +92,35 @@ def _line(stack: Stack) -> str:
 
 
 def run(settings: UpSettings) -> int:
+    """Run ``footfall up``; returns one of the exit codes in the module docstring."""
     records = Path(settings.record_directory).resolve()
-    logs = Path(settings.log_directory) if settings.log_directory else records / "_footfall" / "logs"
+    logs = Path(settings.log_directory).resolve() if settings.log_directory else records / "_footfall" / "logs"
+    try:
+        check_directory(records, "--record-directory")
+        check_directory(logs, "--log-directory")
+    except StartupError as exc:
+        print(f"footfall up: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    if settings.kafka and settings.brokers:
+        print("footfall up: --kafka starts its own Kafka; give it or --brokers, not both", file=sys.stderr)
+        return EXIT_STARTUP
+    kafka = KafkaCluster(1, records / "_footfall" / "kafka") if settings.kafka else None
+    if kafka is not None:
+        print("footfall up: starting Apache Kafka (one node) ...", flush=True)
+        try:
+            kafka.start()
+        except FootfallError as exc:
+            print(f"footfall up: {exc}", file=sys.stderr)
+            return EXIT_STARTUP
     config = StackConfig(
         record_directory=records,
-        brokers=settings.brokers or None,
+        brokers=kafka.bootstrap if kafka is not None else settings.brokers or None,
         partitions=settings.partitions,
         gateway_workers=settings.gateway_workers,
         sink_workers=settings.sink_workers,
         log_directory=logs,
         ports={"gateway": settings.gateway_port, "sink": settings.sink_port, "dashboard": settings.dashboard_port},
+        port_flags=_PORT_FLAGS,
     )
     stop = threading.Event()
     interrupts = 0
@@ -88,7 +139,11 @@ def run(settings: UpSettings) -> int:
     bench: subprocess.Popen[bytes] | None = None
     run_json = logs / f"bench-{int(time.time())}.json"
     try:
-        stack.start()
+        try:
+            stack.start()
+        except FootfallError as exc:
+            print(f"footfall up: {exc}", file=sys.stderr)
+            return EXIT_STARTUP
         embedded = f"  (embedded, memory only, pid {stack.broker.pid})" if stack.broker else ""
         print(f"  broker     {stack.bootstrap}{embedded}")
         print(f"  gateway    {stack.gateway_url}/api/visit/v1   {stack.gateway_url}/metrics")
@@ -97,65 +152,130 @@ def run(settings: UpSettings) -> int:
         print(f"  records    {records}")
         print(f"  logs       {logs}")
         if settings.bench:
-            args = [
-                "--concurrent-clients",
-                str(settings.concurrent_clients),
-                "--report-interval",
-                str(settings.report_interval),
-                "--profile",
-                settings.profile,
-                "--json",
-                str(run_json),
-                "--quiet",
-            ]
-            with (logs / "bench.log").open("ab") as bench_log:
-                bench = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                    stack.bench_command(*args),
-                    stdout=bench_log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    env=stack.child_env(),
-                )
-            print(f"  bench      {settings.concurrent_clients} clients, one day each per {settings.report_interval:g}s")
+            bench = _start_bench(stack, settings, run_json, logs / "bench.log")
         print("Ctrl+C stops everything.", flush=True)
-        started = time.monotonic()
-        while not stop.wait(1.0):
-            print(f"\r  {_line(stack)}", end="", flush=True)
-            if settings.duration and time.monotonic() - started >= settings.duration:
-                break
-            if bench is not None and bench.poll() is not None:
-                print(f"\nbench exited with code {bench.returncode}; see {logs / 'bench.log'}")
-                break
-        print("\nstopping: bench, then gateway (drain), then sink (land the rest) ...", flush=True)
+        failed = _watch(stack, bench, settings, stop)
+        failed = _stop(stack, bench, logs / "bench.log") or failed
+        if bench is None:
+            return EXIT_FAILED if failed else EXIT_OK
+        verified = _verify(stack, run_json, records, logs / "bench.log")
+        return verified if verified != EXIT_OK else EXIT_FAILED if failed else EXIT_OK
+    finally:
         if bench is not None and bench.poll() is None:
+            bench.kill()
+        stack.stop(timeout=5.0)
+        if kafka is not None:
+            kafka.stop()
+
+
+def _start_bench(stack: Stack, settings: UpSettings, run_json: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    args = [
+        "--concurrent-clients",
+        str(settings.concurrent_clients),
+        "--report-interval",
+        str(settings.report_interval),
+        "--profile",
+        settings.profile,
+        "--json",
+        str(run_json),
+        "--quiet",
+    ]
+    with log_path.open("ab") as bench_log:
+        bench = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            stack.bench_command(*args),
+            stdout=bench_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=stack.child_env(),
+        )
+    print(f"  bench      {settings.concurrent_clients} clients, one day each per {settings.report_interval:g}s")
+    return bench
+
+
+def _stop(stack: Stack, bench: subprocess.Popen[bytes] | None, bench_log: Path) -> bool:
+    """Stop in order: bench, gateway (drain), sink (land the rest); True if any stopped uncleanly."""
+    print("stopping: bench, then gateway (drain), then sink (land the rest) ...", flush=True)
+    unclean: dict[str, int | None] = {}
+    if bench is not None:
+        if bench.poll() is None:
             bench.send_signal(signal.SIGINT)
             try:
                 bench.wait(30)
             except subprocess.TimeoutExpired:
                 bench.kill()
+        if bench.wait() != 0:
+            unclean["bench"] = bench.returncode
+    if "sink" not in stack.exited():
         with contextlib.suppress(OSError):
             stack.wait_landed(timeout=15.0)
-        final = _line(stack)
-        codes = stack.stop()
-        print(f"  {final}")
-        print("  exit codes: " + ", ".join(f"{role}={code}" for role, code in codes.items()))
-        if bench is not None and run_json.exists():
-            verify = subprocess.run(  # noqa: S603
-                [sys.executable, "-m", "bench", "verify", str(run_json), "--record-directory", str(records)],
-                capture_output=True,
-                text=True,
-                check=False,
-                env=stack.child_env(),
-            )
-            print("  verify: " + (verify.stdout.strip().splitlines() or ["(no output)"])[-1])
-        return 0
-    except FootfallError as exc:
-        print(f"\nfootfall up failed: {exc}", file=sys.stderr)
-        return 1
+    final = _line(stack)
+    codes = stack.stop()
+    print(f"  {final}")
+    print("  exit codes: " + ", ".join(f"{role}={code}" for role, code in codes.items()))
+    unclean |= {role: code for role, code in codes.items() if code != 0}
+    for role, code in unclean.items():
+        where = bench_log if role == "bench" else stack.log_path(role)
+        print(f"footfall up: {role} stopped with exit code {code}; log: {where}", file=sys.stderr)
+    return bool(unclean)
+
+
+def _verify(stack: Stack, run_json: Path, records: Path, bench_log: Path) -> int:
+    """Run ``bench verify`` over what landed; EXIT_OK, EXIT_DATA_LOSS, or EXIT_FAILED if it could not run."""
+    if not run_json.exists():
+        print(f"footfall up: the bench wrote no run file, nothing to verify; log: {bench_log}", file=sys.stderr)
+        return EXIT_FAILED
+    verify = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "bench", "verify", str(run_json), "--record-directory", str(records)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=stack.child_env(),
+    )
+    last = (verify.stdout.strip().splitlines() or verify.stderr.strip().splitlines() or ["(no output)"])[-1]
+    print(f"  verify: {last}", flush=True)
+    if verify.returncode == 1:
+        return EXIT_DATA_LOSS
+    return EXIT_OK if verify.returncode == 0 else EXIT_FAILED
+
+
+def _watch(
+    stack: Stack,
+    bench: subprocess.Popen[bytes] | None,
+    settings: UpSettings,
+    stop: threading.Event,
+) -> bool:
+    """Show the count until Ctrl+C, ``--duration`` or a death; True if a process died.
+
+    On a terminal the count line is rewritten in place; elsewhere (a pipe, a log file) it
+    is a plain line every few seconds, without carriage returns.
+    """
+    tty = sys.stdout.isatty()
+    started = last_shown = time.monotonic()
+    try:
+        while not stop.wait(1.0):
+            dead = stack.exited()
+            if dead:
+                role, code = next(iter(dead.items()))
+                print(
+                    f"\nfootfall up: {role} exited with code {code} while running; log: {stack.log_path(role)}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return True
+            now = time.monotonic()
+            if tty:
+                print(f"\r  {_line(stack)}", end="", flush=True)
+            elif now - last_shown >= _PLAIN_PROGRESS_S:
+                print(f"  {_line(stack)}", flush=True)
+                last_shown = now
+            if settings.duration and now - started >= settings.duration:
+                break
+            if bench is not None and bench.poll() is not None:
+                break  # its exit code is judged by the caller
+        return False
     finally:
-        if bench is not None and bench.poll() is None:
-            bench.kill()
-        stack.stop(timeout=5.0)
+        if tty:
+            print()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,7 +1,9 @@
 /* Footfall dashboard page: fetches /api/v1/* and draws the charts with ECharts.
  * Everything it loads comes from this app (see Content-Security-Policy); nothing from the network.
- * Each chart element carries data-state (loading|ready|empty|n/a), data-points and data-total,
- * and <body> carries data-state and data-refreshes, so tests can see what was drawn. */
+ * Each chart element carries data-state (loading|ready|empty|error), data-points and data-total,
+ * and <body> carries data-state and data-refreshes, so tests can see what was drawn.
+ * Every chart is fetched and drawn on its own: one failing request shows its error in that
+ * chart's panel and leaves the others alone. */
 (function () {
   "use strict";
 
@@ -24,20 +26,27 @@
     return value ? Date.parse(value + ":00Z") : NaN;
   }
 
+  /* The API counts whole minutes [from, to) and refuses anything else, so presets snap:
+   * "last hour" is the 60 minutes ending with the current one (which is still filling). */
+  function presetRange(span, nowMs) {
+    const to = Math.floor(nowMs / 60000) * 60000 + 60000;
+    return [to - span, to];
+  }
+
   function query() {
     const params = new URLSearchParams();
     const range = el("range").value;
     if (range in PRESETS) {
-      const now = Date.now();
-      params.set("from", String(now - PRESETS[range]));
-      params.set("to", String(now));
+      const [from, to] = presetRange(PRESETS[range], Date.now());
+      params.set("from", String(from));
+      params.set("to", String(to));
     } else if (range === "custom") {
       const from = fromLocalInput(el("from").value);
       const to = fromLocalInput(el("to").value);
       if (!Number.isNaN(from)) params.set("from", String(from));
       if (!Number.isNaN(to)) params.set("to", String(to));
     }
-    params.set("type", el("type").value);
+    params.set("counting", el("counting").value);
     return params;
   }
 
@@ -51,7 +60,7 @@
 
   function withParams(base, extra) {
     const p = new URLSearchParams(base);
-    for (const [k, v] of Object.entries(extra)) p.set(k, v);
+    for (const [k, v] of Object.entries(extra)) p.set(k, typeof v === "function" ? v() : v);
     return p;
   }
 
@@ -62,13 +71,15 @@
     node.dataset.total = String(total || 0);
   }
 
-  function draw(id, option, points, total, notApplicable) {
+  function panelError(id, message) {
+    const node = el(id).parentElement.querySelector(".chart-error");
+    node.textContent = message || "";
+    node.hidden = !message;
+  }
+
+  function draw(id, option, points, total) {
     const chart = charts[id];
-    if (notApplicable) {
-      chart.clear();
-      mark(id, "n/a", 0, 0);
-      return;
-    }
+    panelError(id, "");
     if (!points) {
       chart.clear();
       mark(id, "empty", 0, 0);
@@ -107,7 +118,7 @@
     }, total ? pts.length : 0, total);
   }
 
-  function pie(id, rows, name, notApplicable) {
+  function pie(id, rows, name) {
     const data = rows.map((r) => ({ name: name(r.type), value: r.count }));
     draw(id, {
       tooltip: { trigger: "item", formatter: "{b}: {c} ({d}%)" },
@@ -117,7 +128,7 @@
         label: { position: "inside", fontSize: 10, color: "#fff", formatter: (p) => (p.percent >= 6 ? `${Math.round(p.percent)}%` : "") },
         labelLine: { show: false },
       }],
-    }, data.length, sum(data.map((d) => d.value)), notApplicable);
+    }, data.length, sum(data.map((d) => d.value)));
   }
 
   function durationLabel(b) {
@@ -125,7 +136,7 @@
     return b.toMinutes === null ? `≥${f(b.fromMinutes)}` : `${f(b.fromMinutes)}–${f(b.toMinutes)}`;
   }
 
-  function drawDurations(res, notApplicable) {
+  function drawDurations(res) {
     const rows = res.data;
     const total = sum(rows.map((r) => r.count));
     draw("chart-visit-durations", {
@@ -134,11 +145,12 @@
       xAxis: { type: "category", data: rows.map(durationLabel), axisLabel: { interval: 0, rotate: 40, fontSize: 10 } },
       yAxis: valueAxis(),
       series: [{ type: "bar", name: "visits", data: rows.map((r) => r.count), itemStyle: { color: "#2f6fdf" } }],
-    }, total ? rows.length : 0, total, notApplicable);
+    }, total ? rows.length : 0, total);
   }
 
   function drawUsers(res) {
     const rows = res.data;
+    el("users-days").textContent = res.from === null ? "(whole UTC days)" : `(whole UTC days, ${utc(res.from).slice(0, 10)} – ${utc(res.to - 1).slice(0, 10)})`;
     draw("chart-unique-users", {
       tooltip: { trigger: "axis" },
       grid: baseGrid,
@@ -148,7 +160,7 @@
     }, rows.length, sum(rows.map((r) => r.users)));
   }
 
-  function drawPois(id, res, key, color, notApplicable) {
+  function drawPois(id, res, key, color) {
     const rows = res.data.slice().reverse();
     draw(id, {
       tooltip: {
@@ -163,10 +175,10 @@
       xAxis: valueAxis({ minInterval: 1 }),
       yAxis: { type: "category", data: rows.map((r) => "…" + r.poiId.slice(-8)), axisLabel: { fontSize: 10 } },
       series: [{ type: "bar", data: rows.map((r) => r[key]), itemStyle: { color } }],
-    }, rows.length, sum(rows.map((r) => r[key])), notApplicable);
+    }, rows.length, sum(rows.map((r) => r[key])));
   }
 
-  function drawGeo(res, notApplicable) {
+  function drawGeo(res) {
     const half = res.cell / 2;
     const rows = res.data || [];
     // Colour by log10(count): visits cluster in cities, a linear scale would hide the rest.
@@ -189,7 +201,32 @@
         type: "scatter", coordinateSystem: "geo", symbol: "rect", symbolSize: 7,
         data: rows.map((r) => [r[0] + half, r[1] + half, r[2], Math.log10(r[2] + 1)]),
       }],
-    }, rows.length, sum(rows.map((r) => r[2])), notApplicable);
+    }, rows.length, sum(rows.map((r) => r[2])));
+  }
+
+  /* chart id -> [API path, its own parameters, draw function] */
+  const CHART_VIEWS = [
+    ["chart-timeseries", "/api/v1/timeseries", { type: () => el("type-timeseries").value }, (res) => {
+      drawTimeseries(res);
+      el("counted-range").textContent = res.from === null ? "" : `Range ${utc(res.from)} – ${utc(res.to)} (to exclusive)`;
+    }],
+    ["chart-activity-types", "/api/v1/activity-types", {}, (res) => pie("chart-activity-types", res.data, (t) => `activity type ${t}`)],
+    ["chart-algorithm-types", "/api/v1/algorithm-types", {}, (res) => pie("chart-algorithm-types", res.data, (t) => `algorithm ${t}`)],
+    ["chart-visit-durations", "/api/v1/visit-durations", {}, drawDurations],
+    ["chart-unique-users", "/api/v1/unique-users", { type: () => el("type-unique-users").value }, drawUsers],
+    ["chart-poi-visits", "/api/v1/top-pois", { by: "visits", limit: "10" }, (res) => drawPois("chart-poi-visits", res, "visits", "#d95f02")],
+    ["chart-poi-users", "/api/v1/top-pois", { by: "users", limit: "10" }, (res) => drawPois("chart-poi-users", res, "users", "#7570b3")],
+    ["chart-geo", "/api/v1/geo", { cell: "2" }, drawGeo],
+  ];
+
+  async function loadChart(id, path, params, render) {
+    try {
+      render(await getJSON(path, params));
+    } catch (err) {
+      charts[id].clear();
+      mark(id, "error", 0, 0);
+      panelError(id, `Could not load this chart: ${err.message || err}`);
+    }
   }
 
   function showError(message) {
@@ -207,7 +244,10 @@
       el("as-of").textContent = summary.asOf ? utc(summary.asOf) : "—";
       el("as-of").dateTime = summary.asOf ? new Date(summary.asOf).toISOString() : "";
       const totals = summary.data.reports;
-      el("totals").textContent = `Landed: ${totals.visit.toLocaleString("en")} visits · ${totals.activity.toLocaleString("en")} activities`;
+      const distinct = summary.data.distinctReports;
+      el("totals").textContent = el("counting").value === "distinct"
+        ? `Distinct reports: ${distinct.visit.toLocaleString("en")} visits · ${distinct.activity.toLocaleString("en")} activities`
+        : `Landed lines: ${totals.visit.toLocaleString("en")} visits · ${totals.activity.toLocaleString("en")} activities`;
       const empty = totals.visit + totals.activity === 0;
       el("empty").hidden = !empty;
       if (empty) {
@@ -216,28 +256,10 @@
         return;
       }
       const q = query();
-      const type = el("type").value;
-      const [ts, act, alg, dur, users, pv, pu, geo] = await Promise.all([
-        getJSON("/api/v1/timeseries", q),
-        getJSON("/api/v1/activity-types", q),
-        getJSON("/api/v1/algorithm-types", q),
-        getJSON("/api/v1/visit-durations", q),
-        getJSON("/api/v1/unique-users", q),
-        getJSON("/api/v1/top-pois", withParams(q, { by: "visits", limit: "10" })),
-        getJSON("/api/v1/top-pois", withParams(q, { by: "users", limit: "10" })),
-        getJSON("/api/v1/geo", withParams(q, { cell: "2" })),
-      ]);
-      document.body.dataset.state = "ready";
-      const noVisits = type === "activity";
-      drawTimeseries(ts);
-      pie("chart-activity-types", act.data, (t) => `activity type ${t}`, type === "visit");
-      pie("chart-algorithm-types", alg.data, (t) => `algorithm ${t}`, noVisits);
-      drawDurations(dur, noVisits);
-      drawUsers(users);
-      drawPois("chart-poi-visits", pv, "visits", "#d95f02", noVisits);
-      drawPois("chart-poi-users", pu, "users", "#7570b3", noVisits);
-      drawGeo(geo, noVisits);
       showError("");
+      // loadChart never rejects: each chart settles on its own (drawn, empty or its error).
+      await Promise.all(CHART_VIEWS.map(([id, path, extra, render]) => loadChart(id, path, withParams(q, extra), render)));
+      document.body.dataset.state = "ready";
     } catch (err) {
       showError(String(err.message || err));
     } finally {
@@ -329,7 +351,8 @@
       }
       if (!custom) refresh();
     });
-    el("type").addEventListener("change", refresh);
+    for (const select of document.querySelectorAll(".chart-filter select")) select.addEventListener("change", refresh);
+    el("counting").addEventListener("change", refresh);
     el("filters").addEventListener("submit", (e) => { e.preventDefault(); refresh(); });
     el("auto-refresh").addEventListener("change", schedule);
     try {

@@ -37,11 +37,13 @@ def settings_for(url: str, **overrides: Any) -> BenchSettings:
     return msgspec.convert(values, BenchSettings, strict=False)
 
 
-async def run_bench(url: str, run_file: Path | None = None, **overrides: Any) -> tuple[RunResult, dict[str, Any]]:
-    """Run the bench in this process; optionally write the run file."""
+async def run_bench(
+    url: str, run_file: Path | None = None, run_id: int | None = None, **overrides: Any
+) -> tuple[RunResult, dict[str, Any]]:
+    """Run the bench in this process (a fresh run id unless given); optionally write the run file."""
     settings = settings_for(url, **overrides)
     print(f"bench seed {settings.seed}")
-    result = await run(settings, settings.seed)
+    result = await run(settings, settings.seed, run_id=run_id)
     content = summary(result)
     if run_file is not None:
         write_run_file(str(run_file), content)

@@ -2,7 +2,9 @@
 
 It counts requests, decodes the reports like the real gateway, can answer some requests
 with 503 (``fail``), can stall, and can land every accepted report in a record directory
-laid out as the sink does, so ``bench verify`` can be tested end to end without Kafka.
+as the pipeline does — the gateway's re-encoded value, in the partition murmur2 maps its
+userId to, under the date of receipt, written by the sink's own :class:`PartitionWriter`
+(segments and checkpoints) — so ``bench verify`` can be tested end to end without Kafka.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ from pathlib import Path
 
 from aiohttp import web
 
-from footfall.layout import segment_path
+from footfall.kafka import partition_for
 from footfall.reports import ReportType, decode_reports, encode_report
+from sink.checkpoint import CheckpointStore
+from sink.writer import MS_PER_DAY, PartitionWriter
 
-# fail(n, report_type) -> (status, write_anyway) for request number n (1-based), or None for 200.
-FailPolicy = Callable[[int, ReportType], "tuple[int, bool] | None"]
+# fail(n, report_type) -> (status, write_anyway) or (status, write_anyway, error code) for request
+# number n (1-based), or None for 200. The code goes in the JSON body's "error" (default "x").
+FailPolicy = Callable[[int, ReportType], "tuple[int, bool] | tuple[int, bool, str] | None"]
 
 
 class FakeGateway:
@@ -31,8 +36,10 @@ class FakeGateway:
         record_directory: Path | None = None,
         fail: FailPolicy | None = None,
         stall: tuple[int, float] | None = None,
+        partitions: int = 3,
     ) -> None:
         self.record_directory = record_directory
+        self.partitions = partitions
         self.fail = fail
         self.stall = stall  # (request number, seconds): hold that response that long
         self.requests = 0
@@ -49,7 +56,8 @@ class FakeGateway:
         self._thread = threading.Thread(target=self._main, daemon=True)
         self._stop: asyncio.Event | None = None
         self.port = 0
-        self._files: dict[ReportType, object] = {}
+        self._writers: dict[tuple[ReportType, int], PartitionWriter] = {}
+        self._offsets: dict[tuple[ReportType, int], int] = {}
 
     @property
     def url(self) -> str:
@@ -65,8 +73,8 @@ class FakeGateway:
         assert self._loop is not None and self._stop is not None
         self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
-        for handle in self._files.values():
-            handle.close()  # type: ignore[attr-defined]
+        for writer in self._writers.values():
+            writer.close()
 
     def _main(self) -> None:
         asyncio.run(self._serve())
@@ -100,7 +108,7 @@ class FakeGateway:
             await asyncio.sleep(self.stall[1])
         reports = decode_reports(report_type, body)
         verdict = self.fail(n, report_type) if self.fail else None
-        status, write = (200, True) if verdict is None else verdict
+        status, write, code = (200, True, "") if verdict is None else (*verdict[:2], (verdict[2:] or ("x",))[0])
         if write:
             self._land(report_type, reports)
         with self._lock:
@@ -108,18 +116,29 @@ class FakeGateway:
             if status == 200:
                 self.reports[report_type] += len(reports)
         headers = {"Retry-After": "0"} if status == 503 else None
-        payload = {"accepted": len(reports)} if status == 200 else {"error": "x"}
+        payload = {"accepted": len(reports)} if status == 200 else {"error": code, "message": "fake"}
         return web.json_response(payload, status=status, headers=headers)
 
     def _land(self, report_type: ReportType, reports: list) -> None:  # type: ignore[type-arg]
         if self.record_directory is None:
             return
-        handle = self._files.get(report_type)
-        if handle is None:
-            import datetime as dt
-
-            path = segment_path(self.record_directory, str(report_type), dt.date(2018, 1, 1), 0, 0)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle = self._files[report_type] = path.open("ab")
-        handle.write(b"".join(encode_report(r) + b"\n" for r in reports))  # type: ignore[attr-defined]
-        handle.flush()  # type: ignore[attr-defined]
+        day = time.time_ns() // 1_000_000 // MS_PER_DAY  # the record timestamp: the time of receipt
+        with self._lock:
+            if (report_type, 0) not in self._writers:
+                # As the sink on assignment: every partition recovers, writing its first checkpoint.
+                store = CheckpointStore(self.record_directory, durable=False)
+                for partition in range(self.partitions):
+                    writer = PartitionWriter(self.record_directory, str(report_type), partition, store, fsync="never")
+                    # A second gateway on one directory continues the log (as Kafka keeps it).
+                    self._offsets[report_type, partition] = writer.recover().offset + 1
+                    self._writers[report_type, partition] = writer
+            touched = set()
+            for report in reports:
+                tp = (report_type, partition_for(str(report.userId).encode(), self.partitions))
+                writer = self._writers[tp]
+                offset = self._offsets[tp]
+                self._offsets[tp] = offset + 1
+                writer.append(encode_report(report) + b"\n", 1, offset, offset, day)
+                touched.add(tp)
+            for tp in touched:
+                self._writers[tp].commit()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -77,7 +78,8 @@ def test_run_file_and_verify_cli(tmp_path: Path) -> None:
     assert "seed 11" in out.stderr
     assert "footfall bench" in out.stdout and "p99.9" in out.stdout
     content = msgspec.json.decode(run_file.read_bytes())
-    assert content["format"] == "footfall-bench-run" and content["version"] == 1
+    assert content["format"] == "footfall-bench-run" and content["version"] == 2
+    assert re.fullmatch(r"[0-9a-f]{12}", content["run_id"]), content["run_id"]
     assert content["seed"] == 11 and content["settings"]["seed"] == 11
     assert content["counts"]["requests"] == 20 and content["counts"]["reports_acked"] == 240
     assert set(content["latency_ms"]) == {"count", "p50", "p90", "p99", "p99.9", "max", "mean"}

@@ -42,9 +42,12 @@ def test_ledger_round_trip() -> None:
         ledger.ack(ReportType.VISIT, d)
     ledger.fail(ReportType.VISIT, 3)
     ledger.fail(ReportType.VISIT, 3)
+    ledger.fail(ReportType.VISIT, 3, maybe_written=False)  # refused before producing
     ledger.ack(ReportType.ACTIVITY, 0)
     entry = ledger.to_json()
     assert entry["acked"]["visit"] == [[0, 3], [4, 5]]
-    assert entry["failed"]["visit"] == [[3, 2]]
+    assert entry["failed"]["visit"] == [[3, 3, 2]]
+    assert ledger.maybe_written(ReportType.VISIT, 3) == 2
+    assert ledger.maybe_written(ReportType.VISIT, 0) == 0
     again = ClientLedger.from_json(entry)
     assert again.to_json() == entry

@@ -92,7 +92,7 @@ async def test_day_advances_only_after_success(tmp_path: Path) -> None:
     assert gw.bodies[2][1] == gw.bodies[3][1] == gw.bodies[4][1]  # a resend is the same bytes
     assert result.totals.failed == 2
     assert content["errors"]["by_status"] == {"503": 2}
-    assert content["ledger"]["clients"][0]["failed"]["visit"] == [[1, 2]]
+    assert content["ledger"]["clients"][0]["failed"]["visit"] == [[1, 2, 2]]  # [day, attempts, maybe written]
 
 
 async def test_retries_honour_retry_after(tmp_path: Path) -> None:
@@ -116,7 +116,7 @@ async def test_processes_spread_clients_and_merge(tmp_path: Path, gateway: FakeG
 
 
 async def test_same_seed_same_data_in_every_mode_and_process_count(tmp_path: Path) -> None:
-    """Client i's data depends on (seed, i) only, not on the mode or how clients are spread."""
+    """Client i's data depends on (seed, run id, i) only, not on the mode or how clients are spread."""
     runs: list[dict[str, Any]] = [
         {"concurrent_clients": 1, "requests": 6},
         {"concurrent_clients": 1, "requests": 6, "rate": 200.0},
@@ -127,7 +127,7 @@ async def test_same_seed_same_data_in_every_mode_and_process_count(tmp_path: Pat
     for overrides in runs:
         with FakeGateway() as gw:
             gw.keep_bodies = True
-            await run_bench(gw.url, **overrides)
+            await run_bench(gw.url, run_id=0x5EED, **overrides)
             bodies.append(sorted(b for _, b in gw.bodies))
     assert bodies[0] == bodies[1]
     assert bodies[2] == bodies[3]

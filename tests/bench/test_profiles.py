@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import uuid
 from collections import Counter
 
 import msgspec
+import pytest
 
-from bench.profiles import OriginalProfile, encode_body
+from bench.identity import parse_user_id, run_user_id
+from bench.profiles import OriginalProfile, encode_body, make_profile
 from footfall.generator import ACTIVITY_TYPES, DAY_MS, HOUR_MS, MINUTE_MS
 from footfall.reports import Activity, ReportType, Visit, decode_reports
 
@@ -106,3 +109,33 @@ def test_fast_path_is_byte_identical_to_the_core_generator() -> None:
                     raw, n = b.encoded(report_type, day)
                     assert raw == encode_body(a.reports(report_type, day), gzip=False)
                     assert n == 12
+
+
+@pytest.mark.parametrize("name", ["original", "realistic"])
+def test_run_ids_change_only_the_user_ids(name: str) -> None:
+    """Same seed, two runs: the same reports byte for byte once the userIds are swapped back."""
+    start = dt.date(2018, 1, 1)
+    a, b = make_profile(name, 3, start, run_id=0xA11CE), make_profile(name, 3, start, run_id=0xB0B)
+    seeded = make_profile(name, 3, start)
+    for index in (0, 1, 17):
+        ca, cb, cs = a.client(index), b.client(index), seeded.client(index)
+        ce = make_profile(name, 3, start, run_id=0xA11CE).client(index)  # the same draws, as arrays
+        assert ca.user_id != cb.user_id != cs.user_id
+        assert parse_user_id(str(ca.user_id)) == (0xA11CE, index)
+        assert parse_user_id(str(cb.user_id)) == (0xB0B, index)
+        for day in range(3):
+            for report_type in ReportType:
+                la, lb, ls = ca.lines(report_type, day), cb.lines(report_type, day), cs.lines(report_type, day)
+                assert la.replace(str(ca.user_id).encode(), str(cs.user_id).encode()) == ls
+                assert lb.replace(str(cb.user_id).encode(), str(cs.user_id).encode()) == ls
+                # lines() and encoded() are the same reports: the array's items, one per line.
+                array, n = ce.encoded(report_type, day)
+                assert array == b"[" + b",".join(la.splitlines()) + b"]" and n == len(la.splitlines())
+
+
+def test_bench_user_ids_round_trip() -> None:
+    assert parse_user_id(str(run_user_id(2**48 - 1, 2**32 - 1))) == (2**48 - 1, 2**32 - 1)
+    uid = run_user_id(0x3F9A0C5E21B7, 123_456)
+    assert str(uid).startswith("3f9a0c5e-21b7-4") and uid.version == 4
+    assert parse_user_id(str(uuid.uuid4())) is None  # a random UUID is no bench userId (2^-42)
+    assert parse_user_id("not a uuid") is None

@@ -28,7 +28,8 @@ async def landed(tmp_path: Path, gateway: FakeGateway) -> tuple[Path, Path]:
 def test_clean_run_verifies(landed: tuple[Path, Path]) -> None:
     result = verify(*landed)
     assert result.ok, result.line()
-    assert (result.acknowledged, result.present, result.lines, result.files) == (360, 360, 360, 2)
+    assert (result.acknowledged, result.present, result.lines) == (360, 360, 360)
+    assert result.files == len(list(landed[1].glob("*/date=*/*.jsonl"))) >= 2  # one per partition written
     assert result.line().startswith("lost=0 duplicated=0 unexpected=0 partial=0 ")
 
 
@@ -47,8 +48,9 @@ def test_duplicated_record(landed: tuple[Path, Path]) -> None:
     run_file, records = landed
     path = segments(records, "activity")[0]
     lines = path.read_bytes().splitlines(keepends=True)
-    # The copy lands in another segment (as after a sink replay).
-    (path.parent / "activity+1+00000000000000000000.jsonl").write_bytes(lines[7])
+    # The copy lands in a later segment of the same partition (as after a sink replay).
+    partition = path.name.split("+")[1]
+    (path.parent / f"activity+{partition}+{10**6:020d}.jsonl").write_bytes(lines[7])
     result = verify(run_file, records)
     assert (result.lost, result.duplicated, result.unexpected) == (0, 1, 0)
 
@@ -64,7 +66,9 @@ def test_unexpected_records(landed: tuple[Path, Path]) -> None:
         f.write(msgspec.json.encode(unknown_day) + b"\n")
         f.write(b"not json\n")
     result = verify(run_file, records)
-    assert (result.lost, result.duplicated, result.unexpected, result.corrupt) == (0, 0, 3, 1)
+    # The unknown user and the line that is not JSON are unexpected; this run's user on a day
+    # it never sent is an altered report.
+    assert (result.lost, result.duplicated, result.unexpected, result.altered, result.corrupt) == (0, 0, 2, 1, 1)
 
 
 def test_half_written_last_line_is_partial_not_an_error(landed: tuple[Path, Path]) -> None:
@@ -78,7 +82,7 @@ def test_half_written_last_line_is_partial_not_an_error(landed: tuple[Path, Path
 
 def test_other_files_are_ignored(landed: tuple[Path, Path]) -> None:
     run_file, records = landed
-    (records / "_footfall").mkdir()
+    (records / "_footfall").mkdir(exist_ok=True)
     (records / "_footfall" / "visit+0.checkpoint").write_text("{}")
     (segments(records, "visit")[0].parent / "notes.txt").write_text("x")
     assert verify(run_file, records).ok

@@ -14,7 +14,7 @@ from footfall.layout import check_topic, parse_segment_name, segment_name, segme
 def test_segment_path_is_hive_style(tmp_path: Path) -> None:
     path = segment_path(tmp_path, "visit", dt.date(2018, 1, 2), 3, 42)
     assert path == tmp_path / "visit" / "date=2018-01-02" / "visit+3+00000000000000000042.jsonl"
-    assert parse_segment_name(path.name) == ("visit", 3, 42)
+    assert parse_segment_name(path.name) == ("visit", 3, 42, 0)
 
 
 @pytest.mark.parametrize("name", ["x.jsonl", "visit+1+42.jsonl", "visit+a+00000000000000000042.jsonl", "a/b+1+x"])
@@ -33,3 +33,10 @@ def test_unsafe_topics_are_refused(topic: str) -> None:
 @pytest.mark.parametrize("topic", ["visit", "visit.dlq", "a-b_c.1", "x" * 249])
 def test_legal_topics_pass(topic: str) -> None:
     assert check_topic(topic) == topic
+
+
+def test_a_later_generation_has_its_own_names(tmp_path: Path) -> None:
+    path = segment_path(tmp_path, "visit", dt.date(2018, 1, 2), 3, 0, generation=2)
+    assert path.name == "visit+3+g2+00000000000000000000.jsonl"
+    assert parse_segment_name(path.name) == ("visit", 3, 0, 2)
+    assert path != segment_path(tmp_path, "visit", dt.date(2018, 1, 2), 3, 0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
+import time
 from pathlib import Path
 
 import orjson
@@ -71,3 +73,20 @@ def test_snapshot_writer_writes_atomically_and_on_stop(tmp_path: Path) -> None:
     [path] = tmp_path.glob("*.json")
     assert orjson.loads(path.read_bytes())["metrics"]["late_total"]["samples"] == {"": 4.0}
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_every_exposition_has_build_info_and_live_process_metrics(tmp_path: Path) -> None:
+    from footfall import __version__
+
+    dead = _dead_snapshot(tmp_path)  # a process that exited: its process_* series must not appear
+    text = collect(tmp_path, _registry(1, 1))
+    assert f'footfall_build_info{{version="{__version__}",python="' in text
+    assert "# TYPE process_cpu_seconds_total counter" in text
+    own = os.getpid()
+    for name in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"):
+        (line,) = [x for x in text.splitlines() if x.startswith(name + "{")]
+        assert line.startswith(f'{name}{{pid="{own}"}} ')
+        assert float(line.split()[1]) > 0
+    assert f'pid="{dead}"' not in text
+    (start,) = [x for x in text.splitlines() if x.startswith("process_start_time_seconds{")]
+    assert time.time() - 3600 < float(start.split()[1]) <= time.time() + 1  # this test process started just now

@@ -7,17 +7,23 @@ from typing import Annotated, Literal
 import msgspec
 import pytest
 
-from footfall.errors import ConfigError
-from footfall.settings import SettingsParser
+from footfall.errors import ConfigError, StartupError
+from footfall.settings import SettingsParser, run_main
 
 
 class Demo(msgspec.Struct, frozen=True, kw_only=True):
     brokers: Annotated[str, msgspec.Meta(description="bootstrap", extra={"env": "FOOTFALL_BROKERS"})] = "h:1"
     port: Annotated[int, msgspec.Meta(ge=1, le=65535, description="HTTP port")] = 8080
-    groups: Annotated[tuple[str, ...], msgspec.Meta(description="GROUP:TOPIC")] = ()
+    groups: Annotated[
+        tuple[Annotated[str, msgspec.Meta(pattern=r"^[^:]+:[^:]+$")], ...], msgspec.Meta(description="GROUP:TOPIC")
+    ] = ()
     access_log: Annotated[bool, msgspec.Meta(description="log each request")] = False
     level: Annotated[Literal["info", "debug"], msgspec.Meta(description="level")] = "info"
     ratio: Annotated[float, msgspec.Meta(gt=0, description="a ratio")] = 1.5
+    form: Annotated[str, msgspec.Meta(pattern=r"^[^:]+:.+$", description="KEY:SECRET for something")] = "a:b"
+    size: Annotated[str, msgspec.Meta(pattern=r"^\d+GB$", description="a size, e.g. 1GB")] = "1GB"
+    api_key: Annotated[str, msgspec.Meta(min_length=8, description="a key")] = "12345678"
+    name: Annotated[str, msgspec.Meta(min_length=1, description="a name")] = "n"
 
 
 @pytest.fixture
@@ -49,10 +55,38 @@ def test_env_vars_and_precedence(parser: SettingsParser) -> None:
 @pytest.mark.parametrize(
     ("argv", "env", "message"),
     [
-        (["--port", "0"], {}, "--port (env FOOTFALL_DEMO_PORT): Expected `int` >= 1"),
-        ([], {"FOOTFALL_DEMO_PORT": "eighty"}, "--port (env FOOTFALL_DEMO_PORT): Expected `int`, got `str`"),
-        ([], {"FOOTFALL_DEMO_RATIO": "-1"}, "--ratio (env FOOTFALL_DEMO_RATIO): Expected `float` > 0.0"),
-        ([], {"FOOTFALL_DEMO_LEVEL": "loud"}, "--level (env FOOTFALL_DEMO_LEVEL): Invalid enum value 'loud'"),
+        (["--port", "0"], {}, "--port (env FOOTFALL_DEMO_PORT): expected a whole number >= 1, got '0'"),
+        (["--port", "abc"], {}, "--port (env FOOTFALL_DEMO_PORT): expected a whole number, got 'abc'"),
+        (
+            [],
+            {"FOOTFALL_DEMO_PORT": "eighty"},
+            "--port (env FOOTFALL_DEMO_PORT): expected a whole number, got 'eighty'",
+        ),
+        ([], {"FOOTFALL_DEMO_RATIO": "-1"}, "--ratio (env FOOTFALL_DEMO_RATIO): expected a number > 0, got '-1'"),
+        (["--ratio", "x"], {}, "--ratio (env FOOTFALL_DEMO_RATIO): expected a number, got 'x'"),
+        (
+            [],
+            {"FOOTFALL_DEMO_LEVEL": "loud"},
+            "--level (env FOOTFALL_DEMO_LEVEL): expected one of debug, info, got 'loud'",
+        ),
+        (
+            [],
+            {"FOOTFALL_DEMO_ACCESS_LOG": "maybe"},
+            "--access-log (env FOOTFALL_DEMO_ACCESS_LOG): expected true or false, got 'maybe'",
+        ),
+        (["--form", "nocolon"], {}, "--form (env FOOTFALL_DEMO_FORM): expected KEY:SECRET, got 'nocolon'"),
+        (["--size", "lots"], {}, "--size (env FOOTFALL_DEMO_SIZE): expected a value like 1GB, got 'lots'"),
+        (
+            ["--api-key", "x"],
+            {},
+            "--api-key (env FOOTFALL_DEMO_API_KEY): expected at least 8 characters (value not shown: it is a secret)",
+        ),
+        (["--name", ""], {}, "--name (env FOOTFALL_DEMO_NAME): must not be empty"),
+        (
+            ["--groups", "a:b", "--groups", "c"],
+            {},
+            "--groups (env FOOTFALL_DEMO_GROUPS): expected GROUP:TOPIC, got 'c'",
+        ),
     ],
 )
 def test_bad_values_name_flag_and_env(
@@ -68,7 +102,31 @@ def test_unknown_flag_exits_2(parser: SettingsParser, capsys: pytest.CaptureFixt
     with pytest.raises(SystemExit) as info:
         parser.parse(["--nope"], {})
     assert info.value.code == 2
-    assert "unrecognized arguments: --nope" in capsys.readouterr().err
+    assert capsys.readouterr().err == "error: unrecognized arguments: --nope; see demo --help\n"
+
+
+def test_invalid_choice_is_one_line(parser: SettingsParser, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        parser.parse(["--level", "loud"], {})
+    assert info.value.code == 2
+    assert (
+        capsys.readouterr().err
+        == "error: --level: invalid choice 'loud' (choose from 'debug', 'info'); see demo --help\n"
+    )
+
+
+def test_run_main_turns_errors_into_one_line_and_their_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    def refused() -> int:
+        raise StartupError("--port: cannot listen on 127.0.0.1:1: address already in use")
+
+    def bad() -> int:
+        raise ConfigError("--port: expected a whole number")
+
+    assert run_main(refused) == 1
+    assert run_main(bad) == 2
+    assert capsys.readouterr().err == (
+        "error: --port: cannot listen on 127.0.0.1:1: address already in use\nerror: --port: expected a whole number\n"
+    )
 
 
 def test_help_names_every_env_var(parser: SettingsParser) -> None:

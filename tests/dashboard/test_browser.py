@@ -6,6 +6,7 @@ assert none was attempted, so the page provably needs no network.
 
 from __future__ import annotations
 
+import random
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.dashboard.conftest import REPO, make_records
+from tests.dashboard.test_exact import add_hard_cases
 
 pytestmark = pytest.mark.browser
 
@@ -124,17 +126,19 @@ def test_page_renders_every_chart_offline_and_filters_change_data(
         print(f"screenshot: {shot}")
         before = {c: w.chart(c) for c in CHARTS}
 
-        # Type filter: activities only -> visit-only charts say so, the series shrinks.
+        # The type filter sits only on the charts that mix both kinds, and changes only them.
+        filters = w.page.eval_on_selector_all(".chart-filter select", "ns => ns.map(n => n.dataset.chart)")
+        assert filters == ["chart-timeseries", "chart-unique-users"]
         n = w.refreshes()
-        w.page.select_option("#type", "activity")
+        w.page.select_option("#type-timeseries", "activity")
         w.wait_refresh(n)
         assert w.chart("chart-timeseries")["total"] != before["chart-timeseries"]["total"]
-        assert w.chart("chart-poi-visits")["state"] == "n/a"
-        assert w.chart("chart-activity-types") == before["chart-activity-types"]
+        for chart_id in CHARTS[1:]:
+            assert w.chart(chart_id) == before[chart_id], chart_id
 
         # Time filter: the first day only -> every total shrinks.
         n = w.refreshes()
-        w.page.select_option("#type", "all")
+        w.page.select_option("#type-timeseries", "all")
         w.wait_refresh(n)
         n = w.refreshes()
         w.page.select_option("#range", "custom")
@@ -173,5 +177,52 @@ def test_empty_state_then_data_appears(browser: Any, server_factory: Any, tmp_pa
         assert not w.page.is_visible("#empty")
         assert w.chart("chart-timeseries")["state"] == "ready"
         w.assert_clean()
+    finally:
+        w.close()
+
+
+def test_enter_time_zero_and_a_failing_chart_leave_every_other_chart_drawn(
+    browser: Any, server_factory: Any, tmp_path: Path, seed: int
+) -> None:
+    """A visit at enterTime=0 (all data spans ~50 years) draws every chart; a chart whose
+    request fails shows its error in its own panel and the others still draw; distinct
+    counting is a choice on the page, the default stated there."""
+    records = make_records(tmp_path / "records", seed, users=4, days=2)
+    add_hard_cases(records, random.Random(seed))()  # and the retried copies at once
+    server = server_factory(records)
+    w = Watched(browser, server.url)
+    try:
+        w.page.goto(server.url + "/")
+        w.page.wait_for_function("Number(document.body.dataset.refreshes || 0) >= 1", timeout=15_000)
+        for chart_id in CHARTS:
+            info = w.chart(chart_id)
+            assert info["state"] == "ready", f"{chart_id}: {info}"
+            assert _canvas_painted(w, chart_id), f"{chart_id} drew nothing"
+        assert "per month" in w.page.inner_text("#bucket")
+        assert "1970-01-01 00:00:00 UTC" in w.page.inner_text("#counted-range")
+        assert "every landed line (default)" in w.page.inner_text("#counting")
+        w.assert_clean()
+        lines_total = int(w.chart("chart-timeseries")["total"])
+
+        # Distinct counting: the retried copies are counted once.
+        n = w.refreshes()
+        w.page.select_option("#counting", "distinct")
+        w.wait_refresh(n)
+        assert int(w.chart("chart-timeseries")["total"]) < lines_total
+        assert w.page.inner_text("#totals").startswith("Distinct reports")
+
+        # One endpoint fails: only its panel says so.
+        w.page.route("**/api/v1/geo?*", lambda r: r.fulfill(status=500, json={"error": "injected failure"}))
+        n = w.refreshes()
+        w.page.select_option("#counting", "lines")
+        w.wait_refresh(n)
+        assert w.chart("chart-geo")["state"] == "error"
+        panel = w.page.locator("#chart-geo").locator("xpath=..").locator(".chart-error")
+        assert "injected failure" in panel.inner_text()
+        for chart_id in CHARTS:
+            if chart_id != "chart-geo":
+                assert w.chart(chart_id)["state"] == "ready", chart_id
+        assert int(w.chart("chart-timeseries")["total"]) == lines_total
+        assert not w.page.is_visible("#error")
     finally:
         w.close()

@@ -10,13 +10,13 @@ from typing import Any
 
 import httpx
 
-from dashboard.store import Range, RollupStore
+from dashboard.store import Range, ReportKind, RollupStore, list_segments
 from footfall.layout import segment_path
 from footfall.reports import encode_report
 from tests.dashboard.conftest import START, make_records
 from tests.dashboard.fixtures import expected, generate
 
-TOPICS = {"visit": "visit", "activity": "activity"}
+TOPICS: dict[str, ReportKind] = {"visit": "visit", "activity": "activity"}
 EVERYTHING = Range(0, 2**50)
 LANDED = dt.date(2026, 1, 2)
 
@@ -398,3 +398,59 @@ def test_queries_run_safely_while_a_refresh_folds(tmp_path: Path, seed: int) -> 
         for totals in seen.values():
             assert totals == sorted(totals), "a reader saw the total go backwards"
         assert _positive(views(store)) == _positive(expected_views(base))
+
+
+def test_a_new_log_generation_is_the_open_segment_and_folds_incrementally(tmp_path: Path, seed: int) -> None:
+    """After a partition's log starts over, its ``g1`` files come after every ``g0`` file: the
+    newest g1 segment is the open one (never read in place) and the old g0 segments are closed."""
+    visits, _ = generate(seed, 2, 1, START)
+    lines = [encode_report(v) + b"\n" for v in visits]
+    old = [segment_path(tmp_path, "visit", LANDED, 0, offset) for offset in (0, 5)]
+    old[0].parent.mkdir(parents=True)
+    old[0].write_bytes(b"".join(lines[:5]))
+    old[1].write_bytes(b"".join(lines[5:10]))
+    g1 = [segment_path(tmp_path, "visit", LANDED, 0, 0, generation=1), segment_path(tmp_path, "visit", LANDED, 0, 3, 1)]
+    g1[0].write_bytes(b"".join(lines[10:13]))
+    half = len(lines[14]) // 2
+    g1[1].write_bytes(lines[13] + lines[14][:half])  # the open segment, its last line half-written
+
+    segments = {s.path: s for s in list_segments(tmp_path, TOPICS)}
+    assert [segments[p].closed for p in (*old, *g1)] == [True, True, True, False]
+    assert [segments[p].generation for p in (*old, *g1)] == [0, 0, 1, 1]
+    with RollupStore(tmp_path, None, TOPICS) as store:
+        r = store.refresh()
+        assert (r.reports["visit"], r.bad_lines) == (14, 0)
+        with g1[1].open("ab") as f:
+            f.write(lines[14][half:] + b"".join(lines[15:]))
+        r = store.refresh()
+        assert (r.reports["visit"], r.bad_lines) == (len(visits) - 14, 0)
+        assert store.summary()["reports"]["visit"] == len(visits)
+        assert _positive(views(store)) == _positive(expected_views(tmp_path))
+
+
+def test_batch_bytes_bounds_each_transaction_also_within_one_file(tmp_path: Path, seed: int) -> None:
+    """``--batch-mb``: one large file is folded over several transactions of at most the limit."""
+    visits, _ = generate(seed, 4, 2, START)
+    lines = [encode_report(v) + b"\n" for v in visits]
+    big = segment_path(tmp_path, "visit", LANDED, 0, 0)
+    big.parent.mkdir(parents=True)
+    big.write_bytes(b"".join(lines))
+    segment_path(tmp_path, "visit", LANDED, 0, len(lines)).write_bytes(b"")  # closes it
+    limit = 8 * max(map(len, lines))
+    folds: list[int] = []
+    with RollupStore(tmp_path, None, TOPICS, batch_bytes=limit) as store:
+        fold = store._fold
+
+        def counting_fold(con: Any, kind: str, pieces: list[Any]) -> tuple[int, int]:
+            folds.append(sum(p.read_path.stat().st_size for p in pieces))  # the bytes DuckDB reads
+            return fold(con, kind, pieces)
+
+        store._fold = counting_fold  # type: ignore[method-assign]
+        r = store.refresh()
+        assert r.reports["visit"] == len(visits) and r.bad_lines == 0
+        assert len(folds) >= len(b"".join(lines)) // limit
+        assert max(folds) <= limit
+        assert sum(folds) == big.stat().st_size
+        assert _positive(views(store)) == _positive(expected_views(tmp_path))
+        # Folded in pieces, compacted into one row set once done.
+        assert store.cursor().execute("SELECT pieces FROM files WHERE path = ?", [str(big)]).fetchone() == (1,)

@@ -37,6 +37,8 @@ from stack.processes import Stack
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _VERIFY_RE = re.compile(r"lost=(\d+)\s+duplicated=(\d+)\s+unexpected=(\d+)")
+# The errors besides lost/duplicated/unexpected: a report changed, in the wrong place, or out of order.
+_VERIFY_OTHER_RE = re.compile(r"altered=(\d+)\s+misplaced=(\d+)\s+out_of_order=(\d+)")
 
 
 def subprocess_env() -> dict[str, str]:
@@ -159,17 +161,30 @@ class VerifyResult:
     duplicated: int
     unexpected: int
     output: str
+    altered: int = 0
+    misplaced: int = 0
+    out_of_order: int = 0
 
     @property
     def exact(self) -> bool:
-        return self.lost == self.duplicated == self.unexpected == 0
+        return (
+            self.lost
+            == self.duplicated
+            == self.unexpected
+            == self.altered
+            == self.misplaced
+            == 0
+            == (self.out_of_order)
+        )
 
     def assert_exact(self, context: str = "", probes_landed: int = 0) -> None:
         """lost=0 duplicated=0 unexpected=0; ``probes_landed`` lines the test itself posted outside the
         bench (unacknowledged probes, which may land) are the only unexpected lines allowed."""
         ok = self.lost == 0 and self.duplicated == 0 and self.unexpected == probes_landed
+        ok = ok and self.altered == self.misplaced == self.out_of_order == 0
         assert ok, (
-            f"bench verify: lost={self.lost} duplicated={self.duplicated} unexpected={self.unexpected}\n"
+            f"bench verify: lost={self.lost} duplicated={self.duplicated} unexpected={self.unexpected} "
+            f"altered={self.altered} misplaced={self.misplaced} out_of_order={self.out_of_order}\n"
             f" (test probes landed: {probes_landed})\n{self.output[-3000:]}\n{context}"
         )
 
@@ -242,8 +257,10 @@ def run_verify(run_json: Path, record_directory: Path, timeout: float = 120.0) -
     output = done.stdout + done.stderr
     m = _VERIFY_RE.search(output)
     assert m is not None, f"bench verify printed no result (exit {done.returncode}):\n{output[-3000:]}"
-    result = VerifyResult(int(m[1]), int(m[2]), int(m[3]), output)
-    # Exit 0 exactly when all three are zero (the bench CLI contract).
+    other = _VERIFY_OTHER_RE.search(output)
+    assert other is not None, f"bench verify printed no altered/misplaced/out_of_order:\n{output[-3000:]}"
+    result = VerifyResult(int(m[1]), int(m[2]), int(m[3]), output, int(other[1]), int(other[2]), int(other[3]))
+    # Exit 0 exactly when every error counter is zero (the bench CLI contract).
     assert (done.returncode == 0) == result.exact, f"bench verify exit {done.returncode} disagrees:\n{output[-3000:]}"
     return result
 

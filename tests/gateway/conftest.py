@@ -72,6 +72,10 @@ class FakeProducer:
     def broker_reachable(self) -> bool:
         return self.mode != "down"
 
+    @property
+    def sender_alive(self) -> bool:
+        return True
+
     def ready(self) -> bool:
         return self.mode in {"ack", "fail"}
 

@@ -151,6 +151,44 @@ def test_health_readiness_metrics(live_gateway: GatewayProcess) -> None:
     text = wait_metric(gw, "footfall_gateway_ready", 2)  # summed over the 2 workers
     for name in ("footfall_gateway_requests_total", "footfall_gateway_inflight_bytes"):
         assert f"# TYPE {name}" in text
+    assert "each ready worker adds 1" in text  # the help says what the sum means
+    assert metric(text, "footfall_gateway_workers") == 2
+    assert ready.json()["sender_alive"] is True
+
+
+def test_errors_name_the_url_and_carry_a_request_id(live_gateway: GatewayProcess) -> None:
+    root = httpx.get(live_gateway.url + "/")
+    assert root.status_code == 404
+    assert root.headers["x-request-id"] == root.json()["request_id"]
+    assert "GET /:" in root.json()["message"] and "/api/visit/v1" in root.json()["message"]
+
+    wrong = httpx.get(live_gateway.url + "/api/visit/v1", headers={"X-Request-ID": "mine-1"})
+    assert wrong.status_code == 405
+    assert wrong.headers["allow"] == "POST"
+    assert wrong.headers["x-request-id"] == "mine-1"
+    assert wrong.json()["message"] == "GET is not allowed on /api/visit/v1; use POST"
+
+    post = httpx.post(live_gateway.url + "/metrics")
+    assert post.status_code == 405 and post.headers["allow"] == "GET" and post.headers["x-request-id"]
+
+
+def test_metrics_have_zero_series_process_metrics_and_build_info(live_gateway: GatewayProcess) -> None:
+    from footfall import __version__
+
+    gw = live_gateway
+    text = wait_metric(gw, "footfall_gateway_workers", 2)
+    topic = gw.activity_topic  # type: ignore[attr-defined]
+    # Known label sets exist from zero, before any request used them.
+    for line in (
+        f'footfall_gateway_reports_rejected_total{{topic="{topic}",reason="produce_timeout"}} ',
+        f'footfall_gateway_reports_rejected_total{{topic="{topic}",reason="invalid_reports"}} ',
+        'footfall_gateway_broker_errors_total{kind="sender_died"} ',
+        'footfall_gateway_requests_total{route="/api/activity/v1",status="200"} ',
+    ):
+        assert line in text, line
+    assert f'footfall_build_info{{version="{__version__}"' in text
+    pids = set(re.findall(r'^process_resident_memory_bytes\{pid="(\d+)"\} ', text, re.M))
+    assert len(pids) == 2, pids  # one series per worker
 
 
 def test_api_key_and_cors_over_http(broker: str, gateway_factory: Any) -> None:

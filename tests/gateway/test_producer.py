@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from footfall.kafka import partition_for
-from gateway.errors import SaturatedError
+from gateway.errors import GatewayError, SaturatedError
 from gateway.metrics import GatewayMetrics
 from gateway.producer import BatchingProducer, PerReportProducer, Record
 from gateway.settings import GatewaySettings
@@ -163,3 +163,44 @@ async def test_deadline_resolves_requests_and_closes_the_batch(own_broker: Any) 
         assert producer.inflight_bytes == 0
     finally:
         await producer.stop(5)
+
+
+async def test_a_producer_whose_sender_died_is_replaced(
+    broker: str, topic_factory: Any, consume: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiokafka's sender task dies (as it did on uvloop's closed-transport RuntimeError): the gateway
+    says so (not ready, an ERROR line) and serves again on a new aiokafka producer within seconds."""
+    import time
+
+    producer, topic = await make(broker, topic_factory)
+    try:
+        assert (await asyncio.gather(*await producer.submit(topic, records_for(1), HEADERS, 1))) == [None]
+        dead = producer._producer
+
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("injected: a bug in the sender routine")
+
+        dead._sender._message_accumulator.drain_by_nodes = broken
+        (error,) = await asyncio.gather(*await producer.submit(topic, records_for(2), HEADERS, 1))
+        assert error is not None  # the dying sender failed the batch it held
+        assert not producer.ready()
+
+        deadline = time.monotonic() + 10
+        results: list[Any] = []
+        while time.monotonic() < deadline:
+            try:
+                results = await asyncio.gather(*await producer.submit(topic, records_for(3), HEADERS, 1))
+            except GatewayError:  # refused while the producer is being replaced
+                results = []
+            if results == [None]:
+                break
+            await asyncio.sleep(0.1)
+        assert results == [None], "the gateway did not serve again after its sender died"
+        assert producer._producer is not dead
+        assert producer.sender_alive
+        assert "Kafka producer's sender task died; replacing the producer" in caplog.text
+        assert producer._metrics.producer_replacements.labels().value == 1
+    finally:
+        await producer.stop(5)
+    got = await consume(topic, 24)
+    assert sorted(r.value for r in got) == sorted(r.value for r in records_for(1) + records_for(3))

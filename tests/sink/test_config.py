@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from footfall.errors import ConfigError
+from footfall.errors import ConfigError, StartupError
 from sink.checkpoint import CheckpointStore
 from sink.settings import parse_groups, parse_sink_settings
 from sink.writer import PartitionWriter
@@ -63,9 +63,9 @@ def test_record_directory_is_created(tmp_path: Path) -> None:
 def test_record_directory_that_is_a_file(tmp_path: Path) -> None:
     target = tmp_path / "file"
     target.write_text("x")
-    with pytest.raises(ConfigError, match=r"--record-directory: .* is not a directory"):
+    with pytest.raises(StartupError, match=r"--record-directory: .* is not a directory"):
         parse_sink_settings(["--groups", "g:visit", "--record-directory", str(target)], environ={})
-    with pytest.raises(ConfigError, match="--record-directory: cannot create"):
+    with pytest.raises(StartupError, match=r"--record-directory: cannot write to .*: a part of the path is a file"):
         parse_sink_settings(["--groups", "g:visit", "--record-directory", str(target / "sub")], environ={})
 
 
@@ -76,7 +76,7 @@ def test_read_only_record_directory(tmp_path: Path) -> None:
     if result.returncode != 0:
         pytest.skip("cannot mount a read-only tmpfs here (needs root/CAP_SYS_ADMIN)")
     try:
-        with pytest.raises(ConfigError, match=r"is not writable .*Read-only file system"):
+        with pytest.raises(StartupError, match=r"cannot write to .*: it is on a read-only file system"):
             parse_sink_settings(["--groups", "g:visit", "--record-directory", str(mount_point)], environ={})
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)

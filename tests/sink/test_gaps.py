@@ -167,9 +167,26 @@ async def test_first_batch_after_recovery_must_follow_the_checkpoint(record_dir:
     h.close()
 
 
-async def test_without_checkpoint_any_first_offset_is_the_log_start(record_dir: Path) -> None:
+async def test_gap_at_the_start_of_a_partition_is_refetched(record_dir: Path) -> None:
+    """Nothing landed yet and the log starts at 0: a first fetch from 5 is a gap like any other."""
     h = _Harness(record_dir)
-    await h.feed(list(range(500, 510)))  # log start after retention
+    await h.feed(list(range(5, 10)))
+    assert h.checkpoint() == -1 and h.lines() == 0
+    assert h.fake.seeks == [(TP, 0)] and TP in h.fake.paused
+
+    h.resume()
+    await h.feed(list(range(10)))
+    assert h.checkpoint() == 9 and h.lines() == 10
+    assert h.gaps() == (0, 1)
+    h.close()
+
+
+async def test_a_log_that_starts_later_is_not_a_gap(record_dir: Path) -> None:
+    """The log's start, learnt on assignment, is where the partition begins (retention loss is counted there)."""
+    h = _Harness(record_dir)
+    change = h.worker.writers[TP].align_to_log(500, 510)
+    assert change is not None and change.lost == (0, 499) and not change.restarted
+    await h.feed(list(range(500, 510)))
     assert h.checkpoint() == 509 and h.lines() == 10
     assert not h.fake.seeks and h.gaps() == (0, 0)
     h.close()

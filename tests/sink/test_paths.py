@@ -228,7 +228,7 @@ def test_metrics_port_in_use_is_a_clear_error(broker: str, record_dir: Path) -> 
         port = taken.getsockname()[1]
         sink = SinkProcess(broker, ["g:visit-x"], record_dir, extra=["--metrics-port", str(port)])
         result = subprocess.run(sink.args, env=sink.env, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2
+    assert result.returncode == 1  # the machine refused, not a bad flag (exit 2)
     assert f"error: --metrics-port: cannot listen on 127.0.0.1:{port}" in result.stderr
 
 

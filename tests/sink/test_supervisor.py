@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -30,7 +31,12 @@ def _crash_first(settings: SinkSettings, index: int, metrics_dir: str | None) ->
 
 def _stubborn(settings: SinkSettings, index: int, metrics_dir: str | None) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    (Path(settings.record_directory) / f"stubborn-{os.getpid()}").touch()  # the handler is in place
     time.sleep(60)
+
+
+def _stubborn_ready(tmp_path: Path) -> bool:
+    return any(tmp_path.glob("stubborn-*"))
 
 
 def _settings(tmp_path: Path, **kw: object) -> SinkSettings:
@@ -69,8 +75,7 @@ def test_second_signal_forces(tmp_path: Path) -> None:
         _settings(tmp_path, concurrent_count=1, shutdown_timeout=60.0), target=_stubborn, metrics_dir=tmp_path
     )
     thread, result = _run(sup)
-    wait_for(lambda: len(sup.alive_pids()) == 1, 20, "a worker")
-    time.sleep(0.5)  # let the child install its SIGTERM handler (pacing, not waiting for a condition)
+    wait_for(lambda: _stubborn_ready(tmp_path), 20, "a worker ignoring SIGTERM")
     sup.signals.put(signal.SIGTERM)
     started = time.monotonic()
     sup.signals.put(signal.SIGINT)
@@ -85,8 +90,7 @@ def test_shutdown_timeout_kills_stragglers(tmp_path: Path) -> None:
         _settings(tmp_path, concurrent_count=1, shutdown_timeout=1.0), target=_stubborn, metrics_dir=tmp_path
     )
     thread, result = _run(sup)
-    wait_for(lambda: len(sup.alive_pids()) == 1, 20, "a worker")
-    time.sleep(0.5)  # let the child install its SIGTERM handler
+    wait_for(lambda: _stubborn_ready(tmp_path), 20, "a worker ignoring SIGTERM")
     sup.signals.put(signal.SIGTERM)
     thread.join(20)
     assert result == [1]

@@ -29,3 +29,38 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert "bash scripts/test.sh" in first_block
     ci = (ROOT / ".ci" / "run").read_text()
     assert "scripts/test.sh" in ci
+
+
+def _project_files() -> list[Path]:
+    skip = {".git", ".venv", "node_modules", "vendor", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
+    suffixes = {".py", ".md", ".toml", ".yml", ".yaml", ".cfg", ".sh", ".js", ".html", ".xml", ".properties"}
+    return [
+        path
+        for path in ROOT.rglob("*")
+        if path.is_file() and path.suffix in suffixes and not skip.intersection(path.relative_to(ROOT).parts)
+    ]
+
+
+def test_no_reference_to_documents_outside_the_project() -> None:
+    """The project stands alone: code, help texts and docs cite only files it contains."""
+    this = Path(__file__).resolve()
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in _project_files()
+        if path != this
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+        if "design.md" in line or "../shared" in line
+    ]
+    assert offenders == [], f"references to documents the project does not have: {offenders}"
+
+
+def test_section_references_in_code_resolve() -> None:
+    """Code never cites a section sign: point at a docs/ file (and its heading) instead."""
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in _project_files()
+        if path.suffix == ".py" and path != Path(__file__).resolve()
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+        if "\u00a7" in line
+    ]
+    assert offenders == [], f"section references in code: {offenders}"
