@@ -19,6 +19,8 @@ supervisor restarts every code but :data:`EXIT_DO_NOT_RESTART`, which stops the 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from footfall.errors import FootfallError
 
 __all__ = [
@@ -61,7 +63,7 @@ class CheckpointError(RecoveryError):
     go on; nothing is truncated, deleted or consumed again on its account.
     """
 
-    def __init__(self, path: object, partition: str, reason: str) -> None:
+    def __init__(self, path: Path, partition: str, reason: str) -> None:
         super().__init__(
             f"{partition}: checkpoint {path} {reason}; the partition is paused until the file is "
             "fixed or restored (see docs/operations.md, failure table)"

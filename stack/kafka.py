@@ -327,11 +327,15 @@ class KafkaCluster:
                 directory = self._data_dir / f"node-{node_id}"
                 self._nodes[node_id] = _Node(node_id, free_port(HOST), free_port(HOST), directory)
         atexit.register(self.stop)
-        self._format_storage()
-        for node_id in self.node_ids:
-            if not self.is_running(node_id):
-                self._spawn(self._nodes[node_id])
-        self._wait_for(set(self.node_ids), deadline)
+        try:
+            self._format_storage()
+            for node_id in self.node_ids:
+                if not self.is_running(node_id):
+                    self._spawn(self._nodes[node_id])
+            self._wait_for(set(self.node_ids), deadline)
+        except BaseException:
+            self.stop()  # no half-started cluster left behind
+            raise
         log.info("kafka cluster ready", extra={"bootstrap": self.bootstrap, "nodes": len(self.node_ids)})
         return self
 

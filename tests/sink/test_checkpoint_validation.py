@@ -204,3 +204,22 @@ def test_bad_checkpoint_pauses_only_its_partition(broker: str, record_dir: Path,
         wait_for(lambda: compare(values, landed(record_dir, topic)) == (0, 0, 0), 30, "every record exactly once")
         wait_for(lambda: sink.metric("footfall_sink_bad_checkpoint_partitions") == 0, 10, "the gauge to clear")
         assert sink.terminate() == 0
+
+
+async def test_retry_lander_waits_on_an_unreadable_source_checkpoint(record_dir: Path) -> None:
+    """A parked record whose source partition's checkpoint is invalid is not landed, nor skipped: it waits."""
+    from sink.consumer import TopicPartition
+    from sink.retry import HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, HEADER_SOURCE_TOPIC
+    from tests.sink.support import FakeRecord
+    from tests.sink.test_gaps import _Harness
+
+    h = _Harness(record_dir)
+    CheckpointStore(record_dir).path("visit", 0).write_bytes(b"\x00 half-written")  # the source partition's checkpoint
+    retry = TopicPartition("visit.retry", 0)
+    headers = ((HEADER_SOURCE_TOPIC, b"visit"), (HEADER_SOURCE_PARTITION, b"0"), (HEADER_SOURCE_OFFSET, b"5"))
+    record = FakeRecord("visit.retry", 0, 0, DAY * 86_400_000, b"k", b'{"o":5}', headers)
+    await h.worker._handle(retry, [record])  # type: ignore[list-item]
+    await h.worker.commit()
+    assert h.lines() == 0
+    assert h.fake.seeks == [(retry, 0)] and retry in h.fake.paused  # fetched again later
+    h.close()
