@@ -178,18 +178,28 @@ async def _kafka_answers(host: str, port: int, within: float) -> bool:
     return bool(struct.unpack(">ii", header)[1] == 0x0F0F)
 
 
+#: InitProducerId answers that mean "ask again shortly": a fresh Kafka cluster answers
+#: COORDINATOR_LOAD_IN_PROGRESS for a moment after its metadata is complete.
+_PRODUCER_ID_RETRIABLE: Final = frozenset({7, 14, 15, 16})  # REQUEST_TIMED_OUT, COORDINATOR_*, NOT_COORDINATOR
+
+
 async def probe_idempotence(brokers: str, within: float = 5.0) -> bool:
     """True if the cluster grants a producer id (InitProducerId), i.e. supports idempotence.
 
-    The embedded broker (Tansu) answers InitProducerId with an error; real Kafka grants one.
+    The embedded broker (Tansu) answers InitProducerId with an error (-1); real Kafka grants one.
+    Retriable answers are asked again until ``within`` runs out, so a cluster that is still
+    loading its coordinator is not mistaken for one without idempotence.
     """
     client = AIOKafkaClient(bootstrap_servers=parse_brokers(brokers), request_timeout_ms=int(within * 1000))
     try:
         async with asyncio.timeout(within):
             await client.bootstrap()
-            node = client.get_random_node()
-            response = await client.send(node, InitProducerIdRequest(None, 60_000))
-        return bool(response.error_code == 0)
+            while True:
+                node = client.get_random_node()
+                response = await client.send(node, InitProducerIdRequest(None, 60_000))
+                if response.error_code not in _PRODUCER_ID_RETRIABLE:
+                    return bool(response.error_code == 0)
+                await asyncio.sleep(0.1)
     except (KafkaError, OSError, TimeoutError):
         return False
     finally:

@@ -114,7 +114,7 @@ class SinkMetrics:
         )
         self.lock_wait_seconds = r.histogram(
             "footfall_sink_lock_wait_seconds",
-            "time from assignment to taking a partition lock that was held",
+            "how long a wait for a held partition lock lasted (until taken or revoked)",
             ["topic"],
             buckets=(0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
         )

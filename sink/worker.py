@@ -313,7 +313,6 @@ class GroupWorker:
                     )
                 continue
             self._end_wait(tp)
-            self.metrics.lock_wait_seconds.labels(tp.topic).observe(now - wait.since)
             checkpoint = await self._recover(tp, wait.lock)
             if checkpoint is None:
                 continue  # invalid checkpoint: stays paused
@@ -328,6 +327,8 @@ class GroupWorker:
     def _end_wait(self, tp: TopicPartition) -> _LockWait | None:
         wait = self._waiting.pop(tp, None)
         if wait is not None:
+            # Every wait that ends is measured: lock taken, or the partition revoked while waiting.
+            self.metrics.lock_wait_seconds.labels(tp.topic).observe(time.monotonic() - wait.since)
             self.metrics.lock_waiting.labels(tp.topic).dec()
             if wait.blocked:
                 self.metrics.lock_blocked.labels(tp.topic, str(tp.partition)).set(0)

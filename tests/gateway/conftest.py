@@ -242,8 +242,12 @@ async def consume_all(brokers: str, topic: str, expected: int, timeout: float = 
         partitions = consumer.partitions_for_topic(topic) or set()
         deadline = time.monotonic() + 10
         while not partitions and time.monotonic() < deadline:
-            await consumer.client.force_metadata_update()
+            # A new topic may not be in the consumer's metadata yet (seen on Kafka); aiokafka has no public
+            # call that refreshes it (topics() fetches without storing), so use the client's own.
+            await consumer._client.force_metadata_update()
             partitions = consumer.partitions_for_topic(topic) or set()
+            if not partitions:
+                await asyncio.sleep(0.1)
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)

@@ -204,3 +204,55 @@ async def test_a_producer_whose_sender_died_is_replaced(
         await producer.stop(5)
     got = await consume(topic, 24)
     assert sorted(r.value for r in got) == sorted(r.value for r in records_for(1) + records_for(3))
+
+
+class _InitProducerIdAnswers:
+    """Stands in for AIOKafkaClient: answers InitProducerId with the given error codes in turn."""
+
+    def __init__(self, codes: list[int]) -> None:
+        self.codes = codes
+        self.asked = 0
+
+    def __call__(self, **_: object) -> _InitProducerIdAnswers:
+        return self
+
+    async def bootstrap(self) -> None:
+        return None
+
+    def get_random_node(self) -> int:
+        return 1
+
+    async def send(self, node: int, request: object) -> Any:
+        code = self.codes[min(self.asked, len(self.codes) - 1)]
+        self.asked += 1
+        return type("Response", (), {"error_code": code})()
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("codes", "supported", "asked"),
+    [
+        ([0], True, 1),
+        ([-1], False, 1),  # the embedded broker: no idempotence, decided at once
+        ([14, 14, 0], True, 3),  # a fresh Kafka cluster still loading its coordinator
+        ([15, 0], True, 2),
+    ],
+)
+async def test_idempotence_probe_asks_again_on_retriable_answers(
+    monkeypatch: pytest.MonkeyPatch, codes: list[int], supported: bool, asked: int
+) -> None:
+    import gateway.producer as producer_module
+
+    answers = _InitProducerIdAnswers(codes)
+    monkeypatch.setattr(producer_module, "AIOKafkaClient", answers)
+    assert await producer_module.probe_idempotence("127.0.0.1:9", within=5.0) is supported
+    assert answers.asked == asked
+
+
+async def test_idempotence_probe_gives_up_when_the_coordinator_never_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gateway.producer as producer_module
+
+    monkeypatch.setattr(producer_module, "AIOKafkaClient", _InitProducerIdAnswers([14]))
+    assert await producer_module.probe_idempotence("127.0.0.1:9", within=0.5) is False
