@@ -25,7 +25,7 @@ modes:
   closed loop  --report-interval 0: each client sends again as soon as a response came
   open model   --rate R: R requests/s on a fixed schedule; latency from the intended send time
 
-Check delivery afterwards:  python -m bench verify RUN.json --record-directory DIR
+Check delivery afterwards:  footfall bench verify RUN.json --record-directory DIR
 """
 
 _VERIFY_DESCRIPTION = """\
@@ -116,6 +116,12 @@ def _verify(argv: list[str]) -> int:
         raise ConfigError(
             "RUN.json: name the run file written by 'bench --json' (positional, --run-json or FOOTFALL_BENCH_RUN_JSON)"
         ) from exc
+    if settings.json:  # the result is written at the end: a directory that refuses it must fail now
+        from pathlib import Path
+
+        from footfall.preflight import check_directory
+
+        check_directory(Path(settings.json).resolve().parent, "--json")
     try:
         result = verify(
             settings.run_json,

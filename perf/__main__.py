@@ -44,10 +44,14 @@ _SCRIPTS = {
 
 
 def _usage() -> str:
-    lines = ["usage: python -m perf COMMAND [options]   (python -m perf COMMAND --help)", "", "commands:"]
+    lines = [
+        "usage: footfall perf COMMAND [options]   (footfall perf COMMAND --help; also python -m perf)",
+        "",
+        "commands:",
+    ]
     width = max(map(len, [*_COMMANDS, *_SCRIPTS]))
     lines += [f"  {name:<{width}}  {summary}" for name, summary in _COMMANDS.items()]
-    lines += ["", "the roles' scenarios (python -m perf COMMAND --help):"]
+    lines += ["", "the roles' scenarios (footfall perf COMMAND --help):"]
     for name, (module, summary) in _SCRIPTS.items():
         missing = "" if importlib.util.find_spec(module) is not None else f"  ({module} is not there)"
         lines.append(f"  {name:<{width}}  {summary}{missing}")

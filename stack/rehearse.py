@@ -836,9 +836,14 @@ def run(settings: RehearseSettings) -> int:
             bench = rehearsal.start_bench(run_json, overrides)
             print(f"  bench        through gateway-lb; {run_json}")
         print("Ctrl+C drains and stops everything.", flush=True)
-        started = time.monotonic()
+        started = last_shown = time.monotonic()
+        tty = sys.stdout.isatty()  # rewrite the line in place on a terminal; plain lines in a log
         while not stop.wait(1.0):
-            print(f"\r  {_status_line(rehearsal)}", end="", flush=True)
+            if tty:
+                print(f"\r  {_status_line(rehearsal)}", end="", flush=True)
+            elif time.monotonic() - last_shown >= 5.0:
+                print(f"  {_status_line(rehearsal)}", flush=True)
+                last_shown = time.monotonic()
             died = {n: c for n, c in rehearsal.exited().items() if n != "bench"}
             if died:
                 print(f"\nexited on their own: {died}; logs in {rehearsal.log_directory}")

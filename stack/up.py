@@ -25,6 +25,7 @@ Exit codes (also in the README):
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import subprocess
 import sys
@@ -103,7 +104,7 @@ def run(settings: UpSettings) -> int:
         return EXIT_STARTUP
     if settings.kafka and settings.brokers:
         print("footfall up: --kafka starts its own Kafka; give it or --brokers, not both", file=sys.stderr)
-        return EXIT_STARTUP
+        return 2  # a flag conflict: the exit code of every bad flag
     kafka = KafkaCluster(1, records / "_footfall" / "kafka") if settings.kafka else None
     if kafka is not None:
         print("footfall up: starting Apache Kafka (one node) ...", flush=True)
@@ -234,6 +235,13 @@ def _verify(stack: Stack, run_json: Path, records: Path, bench_log: Path) -> int
     last = (verify.stdout.strip().splitlines() or verify.stderr.strip().splitlines() or ["(no output)"])[-1]
     print(f"  verify: {last}", flush=True)
     if verify.returncode == 1:
+        lost = re.search(r"\blost=([\d,]+)", last)
+        if stack.config.brokers is None and lost and lost[1].strip("0,"):
+            print(
+                "footfall up: reports the sink had not landed lived only in the embedded broker, which keeps "
+                "them in memory and lost them when it stopped; use --kafka (durable logs) to keep them",
+                file=sys.stderr,
+            )
         return EXIT_DATA_LOSS
     return EXIT_OK if verify.returncode == 0 else EXIT_FAILED
 

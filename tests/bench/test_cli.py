@@ -141,3 +141,17 @@ def test_plain_progress_lines_when_not_a_tty() -> None:
     assert len(lines) >= 2, out.stderr  # stderr is a pipe here: plain lines, no rich live display
     assert "p99" in lines[-1] and "in flight" in lines[-1]
     assert "\x1b[" not in out.stderr
+
+
+def test_verify_refuses_an_unwritable_json_path_before_verifying(tmp_path: Path) -> None:
+    """The result is written last: a --json path that cannot be written fails at once, in one line."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    run_file, result_file = str(tmp_path / "run.json"), str(blocker / "v.json")
+    out = bench("verify", run_file, "--record-directory", str(tmp_path), "--json", result_file)
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.strip().splitlines() == [
+        f"error: --json: cannot write to '{blocker}': it exists and is not a directory; pick another path"
+    ], out.stderr
+    assert "Traceback" not in out.stderr
+    assert "verify:" not in out.stdout  # nothing was verified first

@@ -430,4 +430,5 @@ def test_rehearse_command_prints_everything_and_ctrl_c_drains(tmp_path: Path) ->
     verify = [line for line in text.splitlines() if line.startswith("verify: ")]
     assert len(verify) == 1 and verify[0].startswith("verify: lost=0 duplicated=0 unexpected=0"), text
     assert int(re.search(r"acknowledged=(\d+)", verify[0])[1]) > 0  # type: ignore[index]
+    assert "\r" not in text, "no carriage returns when stdout is not a terminal"
     assert _ours(str(tmp_path)) == [], "processes left behind"

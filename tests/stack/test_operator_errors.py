@@ -348,3 +348,5 @@ def test_up_fails_at_once_when_a_role_dies(tmp_path: Path) -> None:
     assert f"footfall up: sink exited with code -9 while running; log: {log}" in error_lines(err), err
     assert took < 30, "up noticed the dead sink at once, not at the end of --duration"
     assert "\r" not in out, "no carriage returns when stdout is not a terminal"
+    if code == EXIT_DATA_LOSS:  # what the sink had not landed died with the memory-only broker: say so
+        assert any(line.startswith("footfall up: reports the sink had not landed") for line in error_lines(err)), err
