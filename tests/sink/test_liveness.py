@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 import uuid
 from pathlib import Path
 
@@ -46,7 +47,15 @@ def test_stalled_worker_is_restarted_and_not_ready_meanwhile(
         wait_for(lambda: checkpointed(record_dir, topic) >= len(before), 30, "the first records to land")
         (worker,) = sink.worker_pids()
         os.kill(worker, signum)
-        asyncio.run(produce(broker, topic, after))
+        # A fetch already in flight when the fault is armed may still bring the next records (it
+        # long-polls); every fetch after it fails or hangs. So a first part, time for that fetch to
+        # end (landed, or at most a few long polls), then the part that only a faulty fetch can meet.
+        first, rest = after[: len(after) // 2], after[len(after) // 2 :]
+        asyncio.run(produce(broker, topic, first))
+        deadline = time.monotonic() + 3
+        while checkpointed(record_dir, topic) < len(before) + len(first) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        asyncio.run(produce(broker, topic, rest))
         # Not ready from the moment the stall is seen until a fresh worker consumes again.
         wait_for(lambda: sink.get("/readyz")[0] == 503, 30, "/readyz to turn false", interval=0.05)
         wait_for(lambda: worker not in sink.worker_pids() and len(sink.worker_pids()) == 1, 30, "a new worker")
