@@ -53,6 +53,10 @@ TANSU_ONLY = {
 #: Failing on Apache Kafka when this switch was added, for reasons in code or tests owned elsewhere
 #: (see the notes of issue 15). Not strict: some are timing-dependent. Remove an entry once fixed.
 KNOWN_ON_KAFKA = {
+    "tests/sink/test_liveness.py::test_stalled_worker_is_restarted_and_not_ready_meanwhile[fetch-task-died]": (
+        "the injected fetch failure did not turn /readyz false within 30 s on Kafka in one full pass "
+        "(passes on the embedded broker; not diagnosed)"
+    ),
     "tests/gateway/test_live.py::test_concurrent_requests_share_batches": "a 503 among 100 concurrent requests "
     "on Kafka in the full integration pass (passes alone; not diagnosed)",
     "tests/gateway/test_live.py::test_health_readiness_metrics": "/readyz read once answers 503 on Kafka in the "
