@@ -13,7 +13,7 @@ target's process tree and of the broker, before and after each run. Then the gat
 driven at ~80% of its own median maximum with a rate-limited wrk (a per-connection lua
 ``delay()`` calibrated to the target rate) to read its p99 there.
 
-Run from /work/main::
+Run from the repository root::
 
     PYTHONPATH=. python perf/gateway_wrk.py --duration 10 --repeats 3 --json /tmp/gateway_wrk.json
 
