@@ -16,22 +16,28 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Final, NamedTuple
 
 from footfall.errors import ConfigError
 
 __all__ = [
+    "MS_PER_DAY",
     "SEGMENT_SUFFIX",
     "SegmentName",
     "check_topic",
     "date_dir",
+    "day_of",
     "parse_segment_name",
+    "segment_files",
     "segment_name",
     "segment_path",
 ]
 
 SEGMENT_SUFFIX: Final = ".jsonl"
+#: Milliseconds in a UTC day: a record lands in the ``date=`` folder of ``timestamp // MS_PER_DAY``.
+MS_PER_DAY: Final = 86_400_000
 _TOPIC_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _SEGMENT_RE: Final = re.compile(
     r"(?P<topic>[A-Za-z0-9._-]+)\+(?P<partition>\d+)\+(?:g(?P<generation>\d+)\+)?(?P<offset>\d{20})\.jsonl"
@@ -83,3 +89,26 @@ def parse_segment_name(name: str) -> SegmentName | None:
     if m is None:
         return None
     return SegmentName(m["topic"], int(m["partition"]), int(m["offset"]), int(m["generation"] or 0))
+
+
+def day_of(timestamp_ms: int) -> int:
+    """The UTC day number (days since 1970-01-01) of an epoch-milliseconds timestamp."""
+    return timestamp_ms // MS_PER_DAY
+
+
+def segment_files(
+    record_directory: Path, topic: str | None = None, partition: int | None = None
+) -> Iterator[tuple[Path, SegmentName]]:
+    """Every segment file under ``record_directory``, with what its name says, in no set order.
+
+    ``topic``/``partition`` narrow the search. Files in the tree whose names are not segment
+    names (a stray file, an editor's backup) are skipped: callers that must flag them look
+    at the tree themselves. A partition's files are in log order when sorted by
+    ``(name.generation, name.start_offset)``.
+    """
+    topic_glob = check_topic(topic) if topic is not None else "*"
+    prefix = f"{topic_glob}+{partition}+" if partition is not None else ""
+    for path in record_directory.glob(f"{topic_glob}/date=*/{prefix}*{SEGMENT_SUFFIX}"):
+        name = parse_segment_name(path.name)
+        if name is not None and path.parent.parent.name == name.topic:
+            yield path, name

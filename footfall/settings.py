@@ -20,17 +20,28 @@ import re
 import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final, NoReturn, TypeVar
+from typing import Any, Final, Literal, NoReturn, TypeVar, get_args
 
 import msgspec
 
 from footfall.errors import ConfigError, FootfallError
 
-__all__ = ["LOG_LEVELS", "SettingsParser", "env_name", "flag_name", "in_words", "parse_settings", "run_main"]
+__all__ = [
+    "LOG_LEVELS",
+    "LogLevel",
+    "SettingsParser",
+    "env_name",
+    "flag_name",
+    "in_words",
+    "parse_settings",
+    "run_main",
+]
 
 S = TypeVar("S", bound=msgspec.Struct)
 
-LOG_LEVELS = ("debug", "info", "warning", "error")
+#: The ``--log-level`` of every role: a settings field annotated with this type.
+LogLevel = Literal["debug", "info", "warning", "error"]
+LOG_LEVELS: Final[tuple[str, ...]] = get_args(LogLevel)
 _PATH_RE = re.compile(r" - at `\$\.(\w+)(?:\[(\d+)\])?`")
 _MISSING_RE = re.compile(r"missing required field `(\w+)`")
 _SEQUENCE_TYPES = (msgspec.inspect.ListType, msgspec.inspect.VarTupleType, msgspec.inspect.SetType)
