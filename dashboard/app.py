@@ -41,11 +41,12 @@ from sanic.exceptions import NotFound
 
 from dashboard.errors import QueryError
 from dashboard.params import QueryParams, parse_params
+from dashboard.ranges import Range
 from dashboard.settings import DashboardSettings
-from dashboard.store import Range, RollupStore
-from footfall.metrics import Histogram, Registry, collect
+from dashboard.store import RollupStore
+from footfall.metrics import MetricSet, collect, counter, gauge, histogram
 
-__all__ = ["STATIC_DIR", "DashboardContext", "create_app", "make_store"]
+__all__ = ["STATIC_DIR", "DashboardContext", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -59,36 +60,15 @@ _CSP: Final = (
 _QUERY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0)
 
 
-@dataclasses.dataclass(slots=True)
-class _Metrics:
-    registry: Registry
-    requests: Any
-    query_seconds: Histogram
-    refresh_seconds: Histogram
-    reports_folded: Any
-    bad_lines: Any
-    refresh_errors: Any
-    files: Any
-    lag: Any
-
-    @classmethod
-    def create(cls) -> _Metrics:
-        r = Registry()
-        return cls(
-            registry=r,
-            requests=r.counter("footfall_dashboard_requests_total", "HTTP requests answered", ("route", "status")),
-            query_seconds=r.histogram(
-                "footfall_dashboard_query_seconds", "API query time", ("route",), buckets=_QUERY_BUCKETS
-            ),
-            refresh_seconds=r.histogram("footfall_dashboard_refresh_seconds", "time to fold newly landed lines"),
-            reports_folded=r.counter(
-                "footfall_dashboard_reports_folded_total", "reports folded into the rollups", ("type",)
-            ),
-            bad_lines=r.counter("footfall_dashboard_bad_lines_total", "landed lines that are not valid reports"),
-            refresh_errors=r.counter("footfall_dashboard_refresh_errors_total", "refreshes that failed"),
-            files=r.gauge("footfall_dashboard_files", "segment files seen by the last refresh"),
-            lag=r.gauge("footfall_dashboard_data_age_seconds", "seconds since the data as-of time"),
-        )
+class _Metrics(MetricSet):
+    requests = counter("footfall_dashboard_requests_total", "HTTP requests answered", ("route", "status"))
+    query_seconds = histogram("footfall_dashboard_query_seconds", "API query time", ("route",), buckets=_QUERY_BUCKETS)
+    refresh_seconds = histogram("footfall_dashboard_refresh_seconds", "time to fold newly landed lines")
+    reports_folded = counter("footfall_dashboard_reports_folded_total", "reports folded into the rollups", ("type",))
+    bad_lines = counter("footfall_dashboard_bad_lines_total", "landed lines that are not valid reports")
+    refresh_errors = counter("footfall_dashboard_refresh_errors_total", "refreshes that failed")
+    files = gauge("footfall_dashboard_files", "segment files seen by the last refresh")
+    lag = gauge("footfall_dashboard_data_age_seconds", "seconds since the data as-of time")
 
 
 @dataclasses.dataclass(slots=True)
@@ -97,27 +77,14 @@ class DashboardContext:
 
     settings: DashboardSettings
     store: RollupStore
-    owns_store: bool
     refresher: bool
-    metrics: _Metrics = dataclasses.field(default_factory=_Metrics.create)
+    metrics: _Metrics = dataclasses.field(default_factory=_Metrics)
     task: asyncio.Task[None] | None = None
     ready: bool = False
     last_error: str | None = None
 
 
 DashboardApp = Sanic[Config, DashboardContext]
-
-
-def make_store(settings: DashboardSettings) -> RollupStore:
-    """The rollup store described by ``settings`` (not started)."""
-    return RollupStore(
-        settings.record_path,
-        settings.database_path,
-        {settings.visit_topic: "visit", settings.activity_topic: "activity"},
-        batch_bytes=settings.batch_mb * 1024 * 1024,
-        threads=settings.duckdb_threads,
-        memory_limit=settings.duckdb_memory_limit,
-    )
 
 
 async def _refresh_once(ctx: DashboardContext) -> None:
@@ -194,7 +161,7 @@ _VIEWS: Final[dict[str, tuple[tuple[str, ...], _View]]] = {
 def create_app(
     settings: DashboardSettings,
     *,
-    store: RollupStore | None = None,
+    store: RollupStore,
     refresher: bool = True,
     name: str = "footfall-dashboard",
 ) -> DashboardApp:
@@ -202,18 +169,12 @@ def create_app(
 
     Args:
         settings: the process settings.
-        store: an existing (started) store to query; by default one is made from
-            ``settings`` and started/stopped with the server.
+        store: the started store to query; its owner (``python -m dashboard``, a test)
+            starts it before the server and stops it after.
         refresher: run the background refresh loop (tests fold by hand instead).
         name: the Sanic app name (unique per process).
     """
-    owns = store is None
-    ctx = DashboardContext(
-        settings=settings,
-        store=store if store is not None else make_store(settings),
-        owns_store=owns,
-        refresher=refresher,
-    )
+    ctx = DashboardContext(settings=settings, store=store, refresher=refresher)
     # configure_logging=False: Sanic's records go through footfall.logs (JSON lines) only.
     app: DashboardApp = Sanic(name, ctx=ctx, configure_logging=False)
     app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.shutdown_timeout
@@ -225,8 +186,6 @@ def create_app(
     @app.before_server_start
     async def _start(app: DashboardApp) -> None:
         c = app.ctx
-        if c.owns_store:
-            await asyncio.to_thread(c.store.start)
         if c.refresher:
             c.task = asyncio.get_running_loop().create_task(_refresh_loop(c))
         else:
@@ -243,8 +202,6 @@ def create_app(
 
     @app.after_server_stop
     async def _close(app: DashboardApp) -> None:
-        if app.ctx.owns_store:
-            await asyncio.to_thread(app.ctx.store.stop)
         log.info("dashboard stopped")
 
     @app.on_request

@@ -17,7 +17,8 @@ from collections.abc import Mapping, Sequence
 from typing import Final, Literal, cast
 
 from dashboard.errors import QueryError
-from dashboard.store import BUCKETS, GEO_CELLS, MINUTE_MS, Bucket, Range, ReportKind, bucket_for_range, bucket_points
+from dashboard.ranges import BUCKETS, Bucket, Range, bucket_for_range, bucket_points
+from dashboard.schema import GEO_CELLS, MINUTE_MS, ReportKind
 from footfall.reports import MAX_EPOCH_MS
 
 __all__ = ["MAX_POINTS", "QueryParams", "parse_params"]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final
 
 import msgspec
 from msgspec import Meta
 
 from footfall.errors import ConfigError
 from footfall.layout import check_topic
+from footfall.settings import LogLevel
 
 __all__ = ["ENV_PREFIX", "DashboardSettings"]
 
@@ -49,7 +50,7 @@ class DashboardSettings(msgspec.Struct, frozen=True, kw_only=True):
     duckdb_memory_limit: Annotated[
         str, Meta(pattern=r"^\d+(\.\d+)?\s*[KMGT]i?B$", description="DuckDB memory limit, e.g. 1GB")
     ] = "1GB"
-    log_level: Annotated[Literal["debug", "info", "warning", "error"], Meta(description="log level")] = "info"
+    log_level: Annotated[LogLevel, Meta(description="log level")] = "info"
     shutdown_timeout: Annotated[
         float, Meta(gt=0, description="seconds to finish in-flight requests on SIGTERM/SIGINT")
     ] = 10.0

@@ -44,13 +44,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dashboard.store import RollupStore  # noqa: E402
-from footfall.layout import segment_path  # noqa: E402
+from footfall.layout import MS_PER_DAY, segment_files, segment_path  # noqa: E402
 
 PARTITIONS = 4
 USERS = 200_000
 POIS = 20_000
 CITIES = 60
-DAY_MS = 86_400_000
 
 ENDPOINTS = [
     ("timeseries", {}),
@@ -115,7 +114,7 @@ def generate(directory: Path, reports: int, per_file: int, days: int) -> dict[st
     started = time.monotonic()
     con = duckdb.connect(config={"threads": "2"})
     end = int(time.time() * 1000) // 60_000 * 60_000
-    span = days * DAY_MS
+    span = days * MS_PER_DAY
     t0 = end - span
     files = 0
     for topic, n, sql in (
@@ -139,7 +138,7 @@ def generate(directory: Path, reports: int, per_file: int, days: int) -> dict[st
                 tmp.replace(path)
                 files += 1
     con.close()
-    size = sum(f.stat().st_size for f in directory.glob("*/date=*/*.jsonl"))
+    size = sum(path.stat().st_size for path, _ in segment_files(directory))
     return {
         "files": files,
         "bytes": size,
@@ -165,9 +164,9 @@ async def measure(url: str, end_ms: int, first_ms: int, requests: int, seed: int
     rng = random.Random(seed)
     ranges: list[tuple[str, dict[str, str]]] = [
         ("all", {}),
-        ("last-30d", {"from": str(end_ms - 30 * DAY_MS), "to": str(end_ms)}),
-        ("last-7d", {"from": str(end_ms - 7 * DAY_MS), "to": str(end_ms)}),
-        ("last-24h", {"from": str(end_ms - DAY_MS), "to": str(end_ms)}),
+        ("last-30d", {"from": str(end_ms - 30 * MS_PER_DAY), "to": str(end_ms)}),
+        ("last-7d", {"from": str(end_ms - 7 * MS_PER_DAY), "to": str(end_ms)}),
+        ("last-24h", {"from": str(end_ms - MS_PER_DAY), "to": str(end_ms)}),
         ("last-1h", {"from": str(end_ms - 3_600_000), "to": str(end_ms)}),
     ]
     results: dict[str, Any] = {}
@@ -332,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         proc.send_signal(signal.SIGTERM)
         out["exit_code"] = proc.wait(timeout=30)
-        for stray in directory.glob(f"visit/date=*/visit+{PARTITIONS + 1}+*.jsonl"):
+        for stray, _ in segment_files(directory, "visit", PARTITIONS + 1):
             stray.unlink()  # keep the data set identical for the next run
 
     print(f"\n{'endpoint':<40} {'n':>4} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")

@@ -21,6 +21,7 @@ from typing import Any
 
 import duckdb
 import httpx
+import msgspec
 import pytest
 
 from dashboard.params import MAX_POINTS
@@ -34,16 +35,23 @@ DAY = 86_400_000
 #: The page's presets (dashboard.js PRESETS).
 PRESETS = {"1h": HOUR, "6h": 6 * HOUR, "24h": DAY, "7d": 7 * DAY, "30d": 30 * DAY}
 LANDED = dt.date(2026, 1, 1)
-_VISIT_COLUMNS = {
-    "userId": "UUID",
-    "algorithmType": "INTEGER",
-    "enterTime": "BIGINT",
-    "exitTime": "BIGINT",
-    "poiId": "BIGINT",
-    "latitude": "DOUBLE",
-    "longitude": "DOUBLE",
+_DUCKDB_TYPES: dict[type, str] = {
+    msgspec.inspect.IntType: "BIGINT",
+    msgspec.inspect.FloatType: "DOUBLE",
+    msgspec.inspect.UUIDType: "UUID",
 }
-_ACTIVITY_COLUMNS = {"userId": "UUID", "activityType": "INTEGER", "startTime": "BIGINT", "endTime": "BIGINT"}
+
+
+def wire_columns(report: type[Visit | Activity]) -> dict[str, str]:
+    """DuckDB types of every field of a wire model: the oracle reads whole reports, whatever
+    subset of fields the dashboard reads (a distinct report is a distinct wire record)."""
+    info = msgspec.inspect.type_info(report)
+    assert isinstance(info, msgspec.inspect.StructType)
+    columns = {}
+    for field in info.fields:
+        kind = field.type.type if isinstance(field.type, msgspec.inspect.Metadata) else field.type
+        columns[field.encode_name] = _DUCKDB_TYPES[type(kind)]
+    return columns
 
 
 def preset_range(span: int, now_ms: int) -> tuple[int, int]:
@@ -127,7 +135,7 @@ class Oracle:
 
     def __init__(self, records: Path) -> None:
         self.con = duckdb.connect()
-        for name, topic, columns in (("v", "visit", _VISIT_COLUMNS), ("a", "activity", _ACTIVITY_COLUMNS)):
+        for name, topic, columns in (("v", "visit", wire_columns(Visit)), ("a", "activity", wire_columns(Activity))):
             self.con.execute(
                 f"CREATE TABLE {name}_lines AS SELECT * FROM read_json($glob, format = 'newline_delimited', "
                 "hive_partitioning = false, "

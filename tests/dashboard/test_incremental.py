@@ -10,7 +10,10 @@ from typing import Any
 
 import httpx
 
-from dashboard.store import Range, ReportKind, RollupStore, list_segments
+from dashboard.ranges import Range
+from dashboard.schema import ReportKind
+from dashboard.segments import list_segments
+from dashboard.store import RollupStore
 from footfall.layout import segment_path
 from footfall.reports import encode_report
 from tests.dashboard.conftest import START, make_records
@@ -439,13 +442,14 @@ def test_batch_bytes_bounds_each_transaction_also_within_one_file(tmp_path: Path
     limit = 8 * max(map(len, lines))
     folds: list[int] = []
     with RollupStore(tmp_path, None, TOPICS, batch_bytes=limit) as store:
-        fold = store._fold
+        assert store._fold is not None
+        fold = store._fold._fold_batch
 
-        def counting_fold(con: Any, kind: str, pieces: list[Any]) -> tuple[int, int]:
+        def counting_fold(kind: Any, pieces: list[Any]) -> tuple[int, int]:
             folds.append(sum(p.read_path.stat().st_size for p in pieces))  # the bytes DuckDB reads
-            return fold(con, kind, pieces)
+            return fold(kind, pieces)
 
-        store._fold = counting_fold  # type: ignore[method-assign]
+        store._fold._fold_batch = counting_fold  # type: ignore[method-assign]
         r = store.refresh()
         assert r.reports["visit"] == len(visits) and r.bad_lines == 0
         assert len(folds) >= len(b"".join(lines)) // limit
