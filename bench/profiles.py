@@ -27,6 +27,7 @@ import msgspec
 
 from bench.identity import run_user_id
 from footfall import generator
+from footfall.layout import MS_PER_DAY
 from footfall.realistic import RealisticUser
 from footfall.reports import Activity, ReportType, Visit
 
@@ -173,7 +174,7 @@ class _OriginalClient:
         """
         rng, uid = self._rng, self.user_id
         below, rnd = rng._randbelow, rng.random  # type: ignore[attr-defined]
-        day_ms = self._start_ms + day * generator.DAY_MS
+        day_ms = self._start_ms + day * MS_PER_DAY
         step = 2 * generator.HOUR_MS
         n = generator.REPORTS_PER_DAY
         if report_type is ReportType.VISIT:
@@ -199,14 +200,10 @@ class _OriginalClient:
         return activities
 
 
-class OriginalProfile:
-    """The original Go client's data (see the module docstring).
-
-    ``run_id``: derive the userIds from it (:func:`bench.identity.run_user_id`); ``None`` keeps
-    the seeded userIds of :func:`footfall.generator.user_id`.
-    """
-
-    name = "original"
+class _Seeded:
+    """What every profile is made of: the seed, the first simulated day, and the run id the
+    userIds derive from (:func:`bench.identity.run_user_id`; ``None`` keeps the seeded userIds of
+    :func:`footfall.generator.user_id`)."""
 
     def __init__(
         self, seed: int, start_date: dt.date = generator.DEFAULT_START_DATE, run_id: int | None = None
@@ -214,6 +211,12 @@ class OriginalProfile:
         self.seed = seed
         self.start_date = start_date
         self.run_id = run_id
+
+
+class OriginalProfile(_Seeded):
+    """The original Go client's data (see the module docstring)."""
+
+    name = "original"
 
     def client(self, index: int) -> _OriginalClient:
         rng = client_rng(self.seed, index)
@@ -268,7 +271,7 @@ class _RealisticClient:
         return _ENCODER.encode_lines(self.reports(report_type, day))
 
 
-class RealisticProfile:
+class RealisticProfile(_Seeded):
     """Cities, Zipf-popular POIs, users with daily rhythms (:mod:`footfall.realistic`)."""
 
     name = "realistic"
@@ -276,9 +279,7 @@ class RealisticProfile:
     def __init__(
         self, seed: int, start_date: dt.date = generator.DEFAULT_START_DATE, run_id: int | None = None
     ) -> None:
-        self.seed = seed
-        self.start_date = start_date
-        self.run_id = run_id
+        super().__init__(seed, start_date, run_id)
         self._clients: dict[int, _RealisticClient] = {}
 
     def client(self, index: int) -> _RealisticClient:

@@ -21,7 +21,7 @@ import random
 import signal
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgspec
 
@@ -31,6 +31,7 @@ from bench.latency import LatencyHistogram
 from bench.profiles import make_profile
 from bench.settings import BenchSettings
 from bench.worker import Snapshot, Worker
+from footfall.signals import LoopSignals
 
 __all__ = ["RunResult", "mode_of", "resolve_seed", "run"]
 
@@ -128,39 +129,33 @@ async def run(
     # No more processes than clients, nor than requests (a worker's budget share of 0 would mean "unlimited").
     processes = min(settings.processes, settings.concurrent_clients, settings.requests or settings.processes)
     if processes == 1:
-        result = await _run_here(settings, seed, run_id, on_start)
+        outcome = await _run_here(settings, seed, run_id, on_start)
     else:
-        result = await _run_spread(settings, seed, run_id, processes, on_start)
-    result.started_at = started_at
-    result.elapsed_s = time.monotonic() - t0
-    return result
+        outcome = await _run_spread(settings, seed, run_id, processes, on_start)
+    return RunResult(
+        settings=settings,
+        seed=seed,
+        run_id=run_id,
+        started_at=started_at,
+        elapsed_s=time.monotonic() - t0,
+        **outcome._asdict(),
+    )
 
 
-class _Signals:
-    """First SIGINT/SIGTERM -> ``stop``, second -> ``force``."""
+class _Outcome(NamedTuple):
+    """What the workers produced (the rest of a :class:`RunResult` is known before they start)."""
 
-    def __init__(self, stop: Callable[[], None], force: Callable[[], None]) -> None:
-        self.count = 0
-        self._stop, self._force = stop, force
-        self._loop = asyncio.get_running_loop()
-
-    def __enter__(self) -> _Signals:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._loop.add_signal_handler(sig, self._on_signal)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._loop.remove_signal_handler(sig)
-
-    def _on_signal(self) -> None:
-        self.count += 1
-        (self._stop if self.count == 1 else self._force)()
+    totals: Snapshot
+    hist: LatencyHistogram
+    lag: LatencyHistogram
+    ledgers: list[dict[str, Any]]
+    interrupted: bool
+    workers_lost: int = 0
 
 
 async def _run_here(
     settings: BenchSettings, seed: int, run_id: int, on_start: Callable[[Progress], None] | None
-) -> RunResult:
+) -> _Outcome:
     profile = make_profile(settings.profile, seed, settings.start_date, run_id)
     worker = Worker(
         settings,
@@ -171,14 +166,9 @@ async def _run_here(
     )
     if on_start is not None:
         on_start(lambda: (worker.stats, worker.hist))
-    with _Signals(worker.stop, worker.force) as signals:
+    with LoopSignals(worker.stop, worker.force) as signals:
         await worker.run()
-    return RunResult(
-        settings=settings,
-        seed=seed,
-        run_id=run_id,
-        started_at="",
-        elapsed_s=0.0,
+    return _Outcome(
         totals=merge([worker.stats]),
         hist=worker.hist,
         lag=worker.lag,
@@ -254,7 +244,7 @@ async def _child_async(
 
 async def _run_spread(
     settings: BenchSettings, seed: int, run_id: int, processes: int, on_start: Callable[[Progress], None] | None
-) -> RunResult:
+) -> _Outcome:
     loop = asyncio.get_running_loop()
     ctx = multiprocessing.get_context("spawn")
     settings_json = msgspec.json.encode(settings)
@@ -312,7 +302,7 @@ async def _run_spread(
     if on_start is not None:
         on_start(progress)
     try:
-        with _Signals(lambda: broadcast(b"stop"), lambda: broadcast(b"force")) as signals:
+        with LoopSignals(lambda: broadcast(b"stop"), lambda: broadcast(b"force")) as signals:
             await asyncio.gather(*ended.values())
     finally:
         for proc in children:
@@ -333,12 +323,7 @@ async def _run_spread(
         (entry for snap in finals.values() for entry in snap.ledgers or []),
         key=lambda e: int(str(e["client"])),
     )
-    return RunResult(
-        settings=settings,
-        seed=seed,
-        run_id=run_id,
-        started_at="",
-        elapsed_s=0.0,
+    return _Outcome(
         totals=totals,
         hist=hist,
         lag=lag,

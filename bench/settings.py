@@ -9,14 +9,11 @@ import msgspec
 from msgspec import Meta
 
 from footfall.generator import DEFAULT_START_DATE
-from footfall.settings import LOG_LEVELS
+from footfall.settings import LogLevel
 
 __all__ = ["ENV_PREFIX", "BenchSettings", "VerifySettings"]
 
 ENV_PREFIX = "FOOTFALL_BENCH_"
-
-LogLevel = Literal["debug", "info", "warning", "error"]
-assert set(LOG_LEVELS) == {"debug", "info", "warning", "error"}
 
 
 class BenchSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -69,9 +66,10 @@ class VerifySettings(msgspec.Struct, frozen=True, kw_only=True):
     """``bench verify RUN.json --record-directory DIR``."""
 
     run_json: Annotated[str, Meta(description="run file written by 'bench --json' (also positional)")]
-    record_directory: Annotated[str, Meta(description="the sink's record directory (<DIR>/<topic>/date=*/*.jsonl)")] = (
-        "records"
-    )
+    # footfall up's default: `footfall bench verify RUN.json` checks what `footfall up` landed.
+    record_directory: Annotated[
+        str, Meta(description="the sink's record directory (<DIR>/<topic>/date=*/*.jsonl); footfall up's default")
+    ] = "footfall-data"
     visit_topic: Annotated[str, Meta(description="topic (directory) holding visits")] = "visit"
     activity_topic: Annotated[str, Meta(description="topic (directory) holding activities")] = "activity"
     partitions: Annotated[

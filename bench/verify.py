@@ -1,5 +1,9 @@
 """End-to-end verification: did every report the bench sent land exactly as the gateway answered?
 
+(Over 400 lines on purpose: 60 are the counting contract below, and the scan, its per-line
+classification and the settling of the counts share one set of per-report arrays and one hot
+loop; what was sent is regenerated apart, in :mod:`bench.expected`.)
+
 Inputs: the run file (``bench --json RUN.json``) and the sink's record directory
 ``<DIR>/<topic>/date=*/<topic>+<partition>+[g<generation>+]<offset>.jsonl`` (one report per line).
 
@@ -37,8 +41,10 @@ Each complete line is counted in exactly one of these (they sum to ``lines``):
 * **altered** — carries a userId of this run but is not byte-for-byte any report the bench sent;
 * **foreign** — a report of another bench run (its userId names another run id): not an
   error, since runs may share a record directory;
+* **corrupt** — a line that is not JSON, or JSON without a ``userId`` string: garbage in a
+  segment (a torn or overwritten write);
 * **unexpected** — anything else: a userId no bench made, a client of this run the run file
-  does not list (a lost worker's), a line that is not JSON (also counted in **corrupt**).
+  does not list (a lost worker's).
 
 **out_of_order** counts first copies (present or failed_present) that came before a report
 they must follow in their partition's log: within a request its reports are in array order;
@@ -48,7 +54,7 @@ a client's requests overlap, so only the order within each holds). Only one user
 defined: Kafka orders records per key, and lines carry no offsets. A last line without its
 newline (a segment the sink is still writing) is not a line: it is counted in **partial**.
 
-Any of lost, duplicated, unexpected, altered, misplaced, out_of_order is an error (exit 1).
+Any of lost, duplicated, unexpected, corrupt, altered, misplaced, out_of_order is an error (exit 1).
 
 Speed: the regenerated lines and the landed lines are compared through Python's (C) hash of
 their bytes, a whole request at a time where its lines are contiguous, so the common path
@@ -67,35 +73,21 @@ from typing import Any, Final, NamedTuple
 import msgspec
 
 from bench.errors import RunFileError
+from bench.expected import CLIENT_SHIFT, DAY_SHIFT, ONES, USER_DECODER, Expected, expect
 from bench.identity import parse_run_id, parse_user_id
 from bench.ledger import ClientLedger
-from bench.profiles import Profile, make_profile
+from bench.profiles import make_profile
 from footfall.errors import ConfigError
-from footfall.kafka import partition_for
 from footfall.layout import check_topic, parse_segment_name
 from footfall.reports import ReportType, decode_report
 
-__all__ = ["VerifyResult", "verify", "write_result"]
+__all__ = ["ERROR_COUNTERS", "LINE_COUNTERS", "VerifyResult", "verify", "write_result"]
 
 _BLOCK: Final = 8 << 20  # read segments in blocks of whole lines: memory stays flat for big files
 _SAMPLES: Final = 5
 _CLOCK_SKEW: Final = dt.timedelta(minutes=15)
 # The sink's checkpoint directory (one <partition>.json per partition it was assigned).
 _CHECKPOINTS: Final = ("_footfall", "checkpoints")
-# A report's order fields: (client << 40) | (day << 8) | index. In the open model the order
-# scope is one request (client, day): shift 8; in the sequential modes one client: shift 40.
-_DAY_SHIFT: Final = 8
-_CLIENT_SHIFT: Final = 40
-_MAX_PER_REQUEST: Final = 1 << _DAY_SHIFT
-_ONES: Final = b"\x01" * _MAX_PER_REQUEST
-_TYPES: Final = tuple(ReportType)
-
-
-class _UserId(msgspec.Struct):
-    userId: str
-
-
-_USER_DECODER: Final = msgspec.json.Decoder(_UserId)
 
 
 class VerifyResult(msgspec.Struct, kw_only=True):
@@ -114,7 +106,7 @@ class VerifyResult(msgspec.Struct, kw_only=True):
     failed_present: int = 0  # reports of failed-only requests that landed anyway
     failed_absent: int = 0
     partial: int = 0  # half-written last lines ignored
-    corrupt: int = 0  # lines that are not JSON reports (also counted in unexpected)
+    corrupt: int = 0  # lines that are not JSON with a userId (garbage; not also in unexpected)
     lines: int = 0  # complete lines read
     files: int = 0
     run_id: str = ""
@@ -124,10 +116,8 @@ class VerifyResult(msgspec.Struct, kw_only=True):
 
     @property
     def ok(self) -> bool:
-        """True when nothing was lost, duplicated, unexpected, altered, misplaced or out of order."""
-        return not (self.lost or self.duplicated or self.unexpected or self.altered or self.misplaced) and not (
-            self.out_of_order
-        )
+        """True when nothing was lost, duplicated, unexpected, corrupt, altered, misplaced or out of order."""
+        return not any(getattr(self, name) for name in ERROR_COUNTERS)
 
     def line(self) -> str:
         """``lost=… duplicated=… unexpected=… …`` (one line, for humans and scripts)."""
@@ -150,7 +140,10 @@ LINE_COUNTERS: Final = (
     "altered",
     "foreign",
     "unexpected",
+    "corrupt",
 )
+#: The counters any of which makes a run fail verification.
+ERROR_COUNTERS: Final = ("lost", "duplicated", "unexpected", "corrupt", "altered", "misplaced", "out_of_order")
 
 
 def _sample(result: VerifyResult, problem: str, text: str) -> None:
@@ -182,69 +175,6 @@ def _load_run(path: Path) -> dict[str, Any]:
             "run the bench again with this version"
         )
     return content
-
-
-class _Expected:
-    """Every report of one type the bench sent, indexed by the hash of its exact line."""
-
-    __slots__ = (
-        "acked",
-        "allowed",
-        "client_of",
-        "client_range",
-        "copies",
-        "index",
-        "indexed",
-        "line_hash",
-        "order",
-        "partition",
-        "request_bytes",
-        "request_hash",
-        "request_of",
-        "request_size",
-        "request_start",
-        "user_of",
-    )
-
-    def __init__(self) -> None:
-        # hash(line) -> report number, filled per client on first need (:meth:`find`): most
-        # lines are matched as whole requests and never need it.
-        self.index: dict[int, int] = {}
-        self.indexed: set[int] = set()  # clients whose lines are in ``index``
-        self.line_hash = array.array("q")  # per report: hash of its line
-        self.client_range: dict[int, tuple[int, int]] = {}  # client -> its report numbers [a, b)
-        self.client_of: dict[str, int] = {}  # userId -> client
-        self.order = array.array("q")  # (client << 40) | (day << 8) | index
-        self.partition = array.array("l")  # the partition its key maps to
-        self.allowed = bytearray()  # copies that may land (1 per ack, 1 per maybe-written attempt)
-        self.acked = bytearray()  # 1 for a report of an acknowledged request
-        self.copies = bytearray()  # copies found in place (filled by _scan, saturating at 255)
-        self.user_of: dict[int, str] = {}  # client -> userId (for samples)
-        # Per request: its first line's hash -> request number; its first report number, its
-        # number of reports, its bytes' length and hash (all its lines, as the gateway lands them).
-        self.request_of: dict[int, int] = {}
-        self.request_start = array.array("q")
-        self.request_size = array.array("l")
-        self.request_bytes = array.array("q")
-        self.request_hash = array.array("q")
-
-    def find(self, line: bytes) -> int | None:
-        """The report number whose line is ``line`` byte for byte, or ``None``."""
-        h = hash(line)
-        n = self.index.get(h)
-        if n is not None:
-            return n
-        # Only a report of the client whose userId the line carries can be byte-identical to it.
-        try:
-            client = self.client_of.get(_USER_DECODER.decode(line).userId)
-        except msgspec.DecodeError:
-            return None
-        if client is None or client in self.indexed:
-            return None
-        self.indexed.add(client)
-        a, b = self.client_range[client]
-        self.index.update(zip(self.line_hash[a:b], range(a, b), strict=True))
-        return self.index.get(h)
 
 
 class _Window(NamedTuple):
@@ -289,7 +219,9 @@ def verify(
         finished = started + dt.timedelta(seconds=float(run["elapsed_s"]))
         sequential = run["mode"] != "open"
     except (KeyError, TypeError, ValueError) as exc:
-        raise RunFileError(f"run file {run_json_path} is malformed: {exc!r}") from exc
+        # Words, not a repr: KeyError('seed') says "no 'seed' field".
+        what = f"no {exc.args[0]!r} field" if isinstance(exc, KeyError) else str(exc)
+        raise RunFileError(f"run file {run_json_path} is malformed: {what}") from exc
     window = _Window(
         f"date={(started - _CLOCK_SKEW).astimezone(dt.UTC).date().isoformat()}",
         f"date={(finished + _CLOCK_SKEW).astimezone(dt.UTC).date().isoformat()}",
@@ -297,10 +229,10 @@ def verify(
     result = VerifyResult(run_id=str(run["run_id"]))
     counts = {t: _count_partitions(root, topics[t], partitions) for t in ReportType}
     result.partitions = {topics[t]: counts[t][0] for t in ReportType}
-    expected = _expect(ledgers, profile, {t: counts[t][0] for t in ReportType})
-    shift = _CLIENT_SHIFT if sequential else _DAY_SHIFT
+    expected = expect(ledgers, profile, {t: counts[t][0] for t in ReportType})
+    shift = CLIENT_SHIFT if sequential else DAY_SHIFT
     for report_type in ReportType:
-        stats = dict.fromkeys((*LINE_COUNTERS, "out_of_order", "corrupt", "lines", "partial"), 0)
+        stats = dict.fromkeys((*LINE_COUNTERS, "out_of_order", "lines", "partial"), 0)
         other = expected[ReportType.ACTIVITY if report_type is ReportType.VISIT else ReportType.VISIT]
         _scan(
             result,
@@ -342,63 +274,6 @@ def _count_partitions(root: Path, topic: str, given: int | None) -> tuple[int, i
     return main, max(1, seen(f"{topic}.retry"))
 
 
-def _expect(
-    ledgers: list[ClientLedger], profile: Profile, partitions: dict[ReportType, int]
-) -> dict[ReportType, _Expected]:
-    """Regenerate every report the ledgers say was sent (the draws in the bench's order)."""
-    out = {t: _Expected() for t in ReportType}
-    for ledger in ledgers:
-        client = profile.client(ledger.client)
-        user = str(client.user_id)
-        if user != ledger.user_id:
-            raise RunFileError(
-                f"client {ledger.client}: the run file says userId {ledger.user_id}, the profile makes {user}; "
-                "the run file was edited or written by another bench version"
-            )
-        key = user.encode()
-        last_day = max(max(max(ledger.acked[t], default=-1), max(ledger.failed[t], default=-1)) for t in ReportType)
-        for t in ReportType:
-            out[t].user_of[ledger.client] = user
-        part = {t: array.array("l", [partition_for(key, partitions[t])]) for t in ReportType}
-        sent: dict[ReportType, list[bytes]] = {t: [] for t in ReportType}
-        acked_days = {t: set(ledger.acked[t]) for t in ReportType}
-        lines_of = client.lines
-        for day in range(last_day + 1):
-            for t in _TYPES:  # visit then activity: the order the bench draws them in
-                data = lines_of(t, day)
-                acked = day in acked_days[t]
-                if not acked and day not in ledger.failed[t]:
-                    continue  # generated to keep the draws in step, never sent
-                exp = out[t]
-                lines = data.split(b"\n")
-                lines.pop()  # after the last newline
-                n = len(lines)
-                if n > _MAX_PER_REQUEST:
-                    raise RunFileError(f"client {ledger.client} day {day}: {n} reports in one request")
-                base = (ledger.client << _CLIENT_SHIFT) | (day << _DAY_SHIFT)
-                if n:
-                    exp.request_of[hash(lines[0])] = len(exp.request_start)
-                    exp.request_start.append(len(exp.order))
-                    exp.request_size.append(n)
-                    exp.request_bytes.append(len(data))
-                    exp.request_hash.append(hash(data))
-                exp.order.extend(range(base, base + n))
-                if ledger.failed[t]:
-                    exp.allowed.extend(bytes((min(255, acked + ledger.maybe_written(t, day)),)) * n)
-                else:
-                    exp.allowed.extend(_ONES[:n])
-                exp.acked.extend(_ONES[:n] if acked else bytes(n))
-                sent[t] += lines
-        for t in ReportType:  # one C-level pass per client and type (numbers follow the order array)
-            exp, lines = out[t], sent[t]
-            first = len(exp.partition)
-            exp.line_hash.extend(map(hash, lines))
-            exp.client_range[ledger.client] = (first, first + len(lines))
-            exp.client_of[out[t].user_of[ledger.client]] = ledger.client
-            exp.partition.extend(part[t] * len(lines))
-    return out
-
-
 def _segments(root: Path, topic: str) -> dict[tuple[str, int], list[tuple[int, int, Path]]]:
     """Segment files of ``topic``'s directory per log (segment topic, partition), in log order."""
     logs: dict[tuple[str, int], list[tuple[int, int, Path]]] = {}
@@ -432,8 +307,8 @@ def _scan(
     root: Path,
     topic: str,
     partition_counts: tuple[int, int],
-    exp: _Expected,
-    other: _Expected,
+    exp: Expected,
+    other: Expected,
     window: _Window,
     run_id: int,
     shift: int,
@@ -494,8 +369,8 @@ class _LogScan:
         result: VerifyResult,
         stats: dict[str, int],
         root: Path,
-        exp: _Expected,
-        other: _Expected,
+        exp: Expected,
+        other: Expected,
         run_id: int,
         shift: int,
         report_type: ReportType,
@@ -530,7 +405,7 @@ class _LogScan:
             for k, line in zip(range(first, first + n), chunk.split(b"\n"), strict=False):
                 self._report(k, line)
             return
-        copies[first : first + n] = _ONES[:n]
+        copies[first : first + n] = ONES[:n]
         position = exp.order[first]
         scope, value = position >> self.shift, position & self.low
         # The request's positions are value .. value + n - 1: those below the highest one seen
@@ -623,8 +498,8 @@ def _classify(
     result: VerifyResult,
     stats: dict[str, int],
     line: bytes,
-    exp: _Expected,
-    other: _Expected,
+    exp: Expected,
+    other: Expected,
     run_id: int,
     report_type: ReportType,
     path: Path,
@@ -636,9 +511,8 @@ def _classify(
         _sample(result, "misplaced", f"{path.name}: {_text(line)}")
         return
     try:
-        user = _USER_DECODER.decode(line).userId
+        user = USER_DECODER.decode(line).userId
     except msgspec.DecodeError:
-        stats["unexpected"] += 1
         stats["corrupt"] += 1
         _sample(result, "corrupt", f"{path.name}: {_text(line)}")
         return
@@ -660,7 +534,7 @@ def _classify(
     _sample(result, "unexpected", f"{path.name}: {_text(line)}{why}")
 
 
-def _settle(result: VerifyResult, stats: dict[str, int], exp: _Expected, report_type: ReportType) -> None:
+def _settle(result: VerifyResult, stats: dict[str, int], exp: Expected, report_type: ReportType) -> None:
     """Report-side counts: acknowledged, lost, failed_absent (after every line was read)."""
     copies, acked = exp.copies, exp.acked
     acknowledged = acked.count(1)
@@ -672,7 +546,7 @@ def _settle(result: VerifyResult, stats: dict[str, int], exp: _Expected, report_
     stats["failed_absent"] = len(missing) - len(lost)
     for n in lost[:_SAMPLES]:
         position = exp.order[n]
-        client, day, index = position >> _CLIENT_SHIFT, (position >> _DAY_SHIFT) & 0xFFFFFFFF, position & 0xFF
+        client, day, index = position >> CLIENT_SHIFT, (position >> DAY_SHIFT) & 0xFFFFFFFF, position & 0xFF
         _sample(result, "lost", f"{report_type} userId={exp.user_of.get(client)} day={day} report={index}")
 
 

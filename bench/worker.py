@@ -34,6 +34,7 @@ from bench.latency import LatencyHistogram
 from bench.ledger import ClientLedger
 from bench.profiles import ClientData, Profile, compress_body
 from bench.settings import BenchSettings
+from footfall.backoff import Backoff, full_jitter
 from footfall.reports import ReportType
 
 __all__ = ["Snapshot", "Worker"]
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 _PATHS: Final = {ReportType.VISIT: "/api/visit/v1", ReportType.ACTIVITY: "/api/activity/v1"}
 _TYPES: Final = (ReportType.VISIT, ReportType.ACTIVITY)
 _MAX_BACKOFF_S: Final = 30.0
+_BACKOFF: Final = Backoff(first=0.05, cap=_MAX_BACKOFF_S)
 _CONNECT_PAUSE_S: Final = 0.05
 
 
@@ -274,7 +276,7 @@ class Worker:
         """Retry-After when the server gave one, else exponential from 50 ms with full jitter."""
         if retry_after is not None:
             return min(retry_after, _MAX_BACKOFF_S)
-        return self._jitter.uniform(0, min(_MAX_BACKOFF_S, 0.05 * 2 ** (attempt - 1)))
+        return full_jitter(_BACKOFF.delay(attempt), self._jitter)
 
     # -- closed loop and ticking ---------------------------------------------------------------
 

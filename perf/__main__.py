@@ -19,13 +19,18 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
+
+import msgspec
 
 from footfall.errors import FootfallError
 from footfall.settings import SettingsParser, run_main
 
 __all__ = ["main"]
+
+S = TypeVar("S", bound=msgspec.Struct)
 
 _COMMANDS = {
     "e2e": "the pipeline under bench load, with same-run references; writes perf/results/<timestamp>.json/.md",
@@ -68,55 +73,51 @@ def _positional(argv: list[str], *flags: str) -> list[str]:
     return out + rest
 
 
+def _parse(cls: type[S], command: str, description: str, env_prefix: str, argv: list[str]) -> S:
+    parser = SettingsParser(cls, prog=f"python -m perf {command}", description=description, env_prefix=env_prefix)
+    settings: S = parser.parse(argv)
+    return settings
+
+
+def _failing_in_one_line(command: str, run: Callable[[], int]) -> int:
+    """``run()``; a FootfallError it raises is ``perf COMMAND failed: ...`` and exit 1."""
+    try:
+        return run()
+    except FootfallError as exc:
+        print(f"perf {command} failed: {exc}", file=sys.stderr)
+        return 1
+
+
 def _e2e(argv: list[str]) -> int:
     from perf.e2e import run
     from perf.settings import ENV_PREFIX, E2eSettings
 
-    parser = SettingsParser(
-        E2eSettings,
-        prog="python -m perf e2e",
-        description="Run the pipeline (embedded broker, gateway, sink) under bench load: maximum rate, fixed rates, "
-        "and the bare Sanic / librdkafka / per-report references in the same run. Verifies every phase.",
-        env_prefix=ENV_PREFIX,
+    description = (
+        "Run the pipeline (embedded broker, gateway, sink) under bench load: maximum rate, fixed rates, "
+        "and the bare Sanic / librdkafka / per-report references in the same run. Verifies every phase."
     )
-    settings: E2eSettings = parser.parse(argv)
-    try:
-        return run(settings, argv)
-    except FootfallError as exc:
-        print(f"perf e2e failed: {exc}", file=sys.stderr)
-        return 1
+    settings = _parse(E2eSettings, "e2e", description, ENV_PREFIX, argv)
+    return _failing_in_one_line("e2e", lambda: run(settings, argv))
 
 
 def _profile(argv: list[str]) -> int:
     from perf.profile import run
     from perf.settings import ENV_PREFIX, ProfileSettings
 
-    parser = SettingsParser(
-        ProfileSettings,
-        prog="python -m perf profile",
-        description="Record the gateway or the sink with py-spy while the bench loads the stack; writes a flame "
-        "graph SVG and a speedscope JSON, prints the top functions by own time.",
-        env_prefix=ENV_PREFIX + "PROFILE_",
+    description = (
+        "Record the gateway or the sink with py-spy while the bench loads the stack; writes a flame "
+        "graph SVG and a speedscope JSON, prints the top functions by own time."
     )
-    settings: ProfileSettings = parser.parse(_positional(argv, "--service"))
-    try:
-        return run(settings)
-    except FootfallError as exc:
-        print(f"perf profile failed: {exc}", file=sys.stderr)
-        return 1
+    settings = _parse(ProfileSettings, "profile", description, ENV_PREFIX + "PROFILE_", _positional(argv, "--service"))
+    return _failing_in_one_line("profile", lambda: run(settings))
 
 
 def _compare(argv: list[str]) -> int:
     from perf.compare import compare_files, format_changes
     from perf.settings import ENV_PREFIX, CompareSettings
 
-    parser = SettingsParser(
-        CompareSettings,
-        prog="python -m perf compare",
-        description="Compare the ratios of two perf e2e results files.",
-        env_prefix=ENV_PREFIX,
-    )
-    settings: CompareSettings = parser.parse(_positional(argv, "--baseline", "--current"))
+    description = "Compare the ratios of two perf e2e results files."
+    settings = _parse(CompareSettings, "compare", description, ENV_PREFIX, _positional(argv, "--baseline", "--current"))
     changes = compare_files(Path(settings.baseline), Path(settings.current), settings.threshold)
     print(format_changes(changes, settings.baseline))
     return 1 if any(c.regressed for c in changes) else 0

@@ -1,5 +1,8 @@
 """``python -m perf e2e``: the whole pipeline under bench load, with same-run references.
 
+(Over 400 lines: one scenario, its phases share one runner's state; the reading of results
+is in perf/results.py, the histograms in perf/prometheus.py, the /proc figures in perf/procstat.py.)
+
 Each repeat runs, in this order:
 
 1. the references (unless ``--skip-references``):
@@ -54,6 +57,7 @@ import msgspec
 import orjson
 
 from footfall.errors import FootfallError
+from footfall.layout import segment_files
 from perf.compare import compare_files, format_changes
 from perf.procstat import CpuTimes, RssSampler, wait_rusage
 from perf.prometheus import bucket_bound, bucket_counts, histogram_quantile, share_at_most, subtract
@@ -69,7 +73,8 @@ from perf.results import (
 )
 from perf.settings import E2eSettings
 from stack.broker import EmbeddedBroker, free_port
-from stack.processes import Stack, StackConfig, stop_process_group
+from stack.children import stop_process_group
+from stack.processes import Stack, StackConfig
 
 __all__ = ["Runner", "effective_settings", "run"]
 
@@ -117,7 +122,7 @@ def _per_1k(cpu: Mapping[str, float | None], count: float) -> dict[str, float | 
 def _latest_write(records: Path) -> float | None:
     """Epoch seconds of the last write into a segment file (the sink's own state is under ``_footfall``)."""
     latest = None
-    for path in records.glob("*/date=*/*.jsonl"):
+    for path, _ in segment_files(records):
         with contextlib.suppress(OSError):
             mtime = path.stat().st_mtime
             latest = mtime if latest is None else max(latest, mtime)

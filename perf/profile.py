@@ -22,7 +22,6 @@ import collections
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ import orjson
 from footfall.errors import FootfallError
 from perf.results import timestamp
 from perf.settings import ProfileSettings
+from stack.children import interrupt
 from stack.processes import Stack, StackConfig
 
 __all__ = ["FunctionTime", "by_package", "format_top", "run", "top_functions"]
@@ -191,13 +191,7 @@ def run(settings: ProfileSettings) -> int:
                 elapsed = time.monotonic() - started
                 accepted = stack.accepted() - accepted_before
             finally:
-                if bench.poll() is None:
-                    bench.send_signal(signal.SIGINT)
-                    try:
-                        bench.wait(30)
-                    except subprocess.TimeoutExpired:
-                        bench.kill()
-                        bench.wait()
+                interrupt(bench, 30.0)
         if any(codes) or not speedscope.exists():
             logs = "\n".join((work / f"py-spy-{f}.log").read_text()[-1000:] for f in ("flamegraph", "speedscope"))
             raise FootfallError(f"py-spy failed (exit codes {codes}):\n{logs}")

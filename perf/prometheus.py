@@ -1,4 +1,4 @@
-"""Reading Prometheus text: histogram buckets, their difference over a phase, quantiles.
+"""Histograms read from Prometheus text (:mod:`footfall.promtext`): buckets, their difference over a phase, quantiles.
 
 The sink exposes ``footfall_sink_e2e_latency_seconds`` as a cumulative histogram. A
 phase's latencies are the bucket counts after it minus those before it; a quantile
@@ -9,28 +9,20 @@ does, so it is only as fine as the buckets (…, 0.25, 0.5, 1, 2.5 s, …).
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
-from typing import Final
+
+from footfall import promtext
 
 __all__ = ["bucket_bound", "bucket_counts", "histogram_quantile", "share_at_most", "subtract"]
-
-_LE: Final = re.compile(r'le="([^"]+)"')
 
 
 def bucket_counts(text: str, name: str) -> dict[float, float]:
     """Cumulative counts per upper bound of histogram ``name``, summed over all label sets."""
-    prefix = name + "_bucket{"
     out: dict[float, float] = {}
-    for line in text.splitlines():
-        if not line.startswith(prefix):
-            continue
-        labels, _, value = line.rpartition(" ")
-        m = _LE.search(labels)
-        if m is None:
-            continue
-        bound = math.inf if m[1] == "+Inf" else float(m[1])
-        out[bound] = out.get(bound, 0.0) + float(value)
+    for sample in promtext.samples(text):
+        if sample.name == f"{name}_bucket" and "le" in sample.labels:
+            bound = float(sample.labels["le"])  # "+Inf" reads as infinity
+            out[bound] = out.get(bound, 0.0) + sample.value
     return out
 
 

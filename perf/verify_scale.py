@@ -25,7 +25,7 @@ from bench.profiles import make_profile
 from bench.report import RUN_FORMAT, RUN_VERSION
 from bench.verify import verify
 from footfall.kafka import partition_for
-from footfall.layout import segment_path
+from footfall.layout import segment_files, segment_path
 from footfall.reports import ReportType
 
 __all__ = ["build", "main"]
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="verify-scale-") as tmp:
         run_file, total = build(Path(tmp), args.clients, args.days, profile=args.profile, partitions=args.partitions)
-        size = sum(p.stat().st_size for p in Path(tmp, "records").rglob("*.jsonl"))
+        size = sum(p.stat().st_size for p, _ in segment_files(Path(tmp, "records")))
         print(f"{total:,} reports ({size / 1e6:.0f} MB) in {args.partitions} partitions x 2 topics, {args.profile}")
         for _ in range(args.repeat):
             t0, c0 = time.perf_counter(), time.process_time()

@@ -14,28 +14,25 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import logging
 import os
 import re
 import signal
 import socket
-import struct
 import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Final, Self
+from typing import Self
 
 from footfall.errors import BrokerUnavailableError, FootfallError
+from footfall.kafka import kafka_answers
 from footfall.preflight import check_listen, listeners
+from stack.children import StartStop, die_with_parent
 
-__all__ = ["EmbeddedBroker", "broker_binary", "free_port", "kafka_answers"]
+__all__ = ["EmbeddedBroker", "broker_binary", "free_port"]
 
 log = logging.getLogger(__name__)
-
-_PR_SET_PDEATHSIG: Final = 1
 
 
 def broker_binary() -> str:
@@ -57,33 +54,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def kafka_answers(host: str, port: int, timeout: float = 1.0) -> bool:
-    """True if ``host:port`` answers a Kafka ApiVersions v0 request."""
-    correlation_id = 0x0F0F
-    client_id = b"footfall"
-    body = struct.pack(">hhih", 18, 0, correlation_id, len(client_id)) + client_id
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(struct.pack(">i", len(body)) + body)
-            header = _recv_exactly(sock, 8)
-    except OSError:
-        return False
-    if header is None:
-        return False
-    _size, got_id = struct.unpack(">ii", header)
-    return bool(got_id == correlation_id)
-
-
-def _recv_exactly(sock: socket.socket, n: int) -> bytes | None:
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return buf
-
-
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -99,13 +69,7 @@ def _last_error_line(path: Path) -> str:
     return chosen[:300]
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-class EmbeddedBroker:
+class EmbeddedBroker(StartStop):
     """A Tansu broker on loopback. Use as a context manager, or ``start()``/``stop()``.
 
     Attributes:
@@ -176,7 +140,7 @@ class EmbeddedBroker:
                     stdin=subprocess.DEVNULL,
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=die_with_parent,
                     start_new_session=True,  # Ctrl+C in a terminal reaches us, not the broker
                 )
             atexit.register(self.stop)
@@ -220,11 +184,3 @@ class EmbeddedBroker:
             proc.kill()
             proc.wait()
         atexit.unregister(self.stop)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

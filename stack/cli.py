@@ -7,8 +7,10 @@ and one role's dependencies never slow another's start-up.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Final
 
 __all__ = ["main"]
@@ -25,6 +27,38 @@ COMMANDS: Final = {
     "perf": ("perf.__main__", "end-to-end performance scenarios and profiles"),
     "rehearse": ("stack.rehearse", "run the compose deployment as local processes (Kafka x3, haproxy, Prometheus)"),
 }
+
+
+#: The extras of pyproject.toml a command needs beyond the base install, and modules that show each is there.
+EXTRAS: Final = {"bench": ("hdrh", "rich"), "dashboard": ("duckdb",), "dev": ("yaml",)}
+_NEEDS: Final = {
+    "up": ("bench", "dashboard"),
+    "rehearse": ("bench", "dashboard", "dev"),
+    "perf": ("bench", "dashboard", "dev"),
+    "bench": ("bench",),
+    "dashboard": ("dashboard",),
+}
+#: Commands that run from a source checkout only, and the file of the checkout they need.
+_CHECKOUT_ONLY: Final = {"perf": "perf/__init__.py", "rehearse": "docker-compose.yml"}
+_ROOT: Final = Path(__file__).resolve().parents[1]
+
+
+def _not_installed(command: str, root: Path = _ROOT) -> str | None:
+    """Why ``command`` cannot run in this installation (one line), or None."""
+    needed = _CHECKOUT_ONLY.get(command)
+    if needed is not None and not (root / needed).is_file():
+        return (
+            f"footfall {command} runs from a source checkout ({needed} is not part of the package): "
+            f"run bash scripts/setup.sh there, then .venv/bin/footfall {command}"
+        )
+    for extra in _NEEDS.get(command, ()):
+        absent = [m for m in EXTRAS[extra] if importlib.util.find_spec(m) is None]
+        if absent:
+            return (
+                f"footfall {command} needs the extra '{extra}' ({', '.join(absent)} not installed): "
+                f"pip install 'footfall[{extra}]' (scripts/setup.sh installs every extra)"
+            )
+    return None
 
 
 def _usage() -> str:
@@ -49,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"footfall: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    if (missing := _not_installed(command)) is not None:
+        print(f"error: {missing}", file=sys.stderr)
+        return 1
     module = importlib.import_module(COMMANDS[command][0])
     result: int = module.main(rest)
     return result

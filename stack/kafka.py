@@ -3,15 +3,14 @@
 The broker is the ``org.apache.kafka:kafka_2.13`` jar from Maven Central, the same code as
 the ``apache/kafka`` image in ``kafka/docker-compose.yml``, run as plain JVM processes:
 
-1. Maven resolves the runtime classpath from ``kafka/pom.xml`` (jars cached in ``~/.m2``,
-   the classpath itself cached under ``~/.cache/footfall``, keyed by the pom's hash);
+1. Maven resolves the runtime classpath from ``kafka/pom.xml`` (:mod:`stack.kafka_jars`);
 2. each node gets a ``server.properties`` with the compose file's settings (RF 3 and
    ``min.insync.replicas`` 2 for three nodes, RF 1 for one, unclean election off, no
    auto-created topics), its storage is formatted once with ``kafka.tools.StorageTool``;
 3. the nodes start on free loopback ports (kept for the cluster's life, so a restarted
    node comes back where its peers expect it), and ``start()`` returns once every node
    answers a Metadata request listing every node and a controller, and grants a
-   producer id (what an idempotent producer needs first).
+   producer id (what an idempotent producer needs first; :mod:`stack.kafka_probe`).
 
 Every node gets ``PR_SET_PDEATHSIG`` (it dies with the process that started it, even on
 ``kill -9``) and an ``atexit`` hook stops the cluster on a normal exit: no orphan JVMs.
@@ -27,13 +26,10 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
 import signal
-import socket
-import struct
 import subprocess
 import tempfile
 import time
@@ -41,147 +37,19 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Final, Self
 
 from footfall.errors import BrokerUnavailableError, FootfallError
-from stack.broker import _die_with_parent, free_port
+from stack.broker import free_port
+from stack.children import StartStop, die_with_parent
+from stack.kafka_jars import java_command, kafka_classpath
+from stack.kafka_probe import ClusterMetadata, grants_producer_id, kafka_metadata
 
-__all__ = ["ClusterMetadata", "KafkaCluster", "grants_producer_id", "kafka_classpath", "kafka_metadata"]
+__all__ = ["KafkaCluster"]
 
 log = logging.getLogger(__name__)
 
 HOST: Final = "127.0.0.1"
-_KAFKA_DIR: Final = Path(__file__).resolve().parent.parent / "kafka"
-_POM: Final = _KAFKA_DIR / "pom.xml"
-_LOG4J: Final = _KAFKA_DIR / "log4j2.properties"
-_CACHE_DIR: Final = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "footfall"
-_JAVA_HINT: Final = "Apache Kafka needs Java 17 or newer: install a JDK (apt-get install openjdk-17-jre-headless)"
-_MAVEN_HINT: Final = "Apache Kafka's jars are resolved with Maven: install it (apt-get install maven)"
-
-
-def _require(tool: str, hint: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        raise FootfallError(f"{tool} not found on PATH. {hint}")
-    return path
-
-
-def kafka_classpath() -> str:
-    """The broker's runtime classpath, resolved by Maven from ``kafka/pom.xml``.
-
-    Cached per pom content; resolved again if a cached jar has gone from ``~/.m2``.
-
-    Raises:
-        FootfallError: Java or Maven is missing, or Maven could not resolve the jars.
-    """
-    _require("java", _JAVA_HINT)
-    if not _POM.is_file():
-        raise FootfallError(f"{_POM} is missing: run Apache Kafka from a Footfall source checkout")
-    digest = hashlib.sha256(_POM.read_bytes()).hexdigest()[:16]
-    cached = _CACHE_DIR / f"kafka-classpath-{digest}.txt"
-    if cached.is_file():
-        classpath = cached.read_text().strip()
-        if classpath and all(Path(jar).is_file() for jar in classpath.split(os.pathsep)):
-            return classpath
-    mvn = _require("mvn", _MAVEN_HINT)
-    _CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    partial = cached.with_suffix(".partial")
-    result = subprocess.run(  # noqa: S603 - fixed tool, our own arguments
-        [mvn, "-q", "-B", "-f", str(_POM), "dependency:build-classpath", f"-Dmdep.outputFile={partial}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0 or not partial.is_file():
-        tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
-        raise FootfallError(f"Maven could not resolve Apache Kafka from {_POM}: " + " | ".join(tail))
-    partial.replace(cached)
-    return cached.read_text().strip()
-
-
-@dataclass(frozen=True)
-class ClusterMetadata:
-    """What one node said in a Metadata response: the live brokers and the controller."""
-
-    brokers: dict[int, int]  # node id -> port
-    controller_id: int
-
-
-def kafka_metadata(host: str, port: int, timeout: float = 2.0) -> ClusterMetadata | None:
-    """Send a Metadata v1 request (no topics) to ``host:port``; None if it does not answer.
-
-    A raw request, so the launcher needs no Kafka client and no event loop.
-    """
-    correlation_id = 0x0F0F
-    client_id = b"footfall-launcher"
-    # header: api_key 3 (Metadata), version 1, correlation id, client id; body: topics = [] (none)
-    body = struct.pack(">hhih", 3, 1, correlation_id, len(client_id)) + client_id + struct.pack(">i", 0)
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(struct.pack(">i", len(body)) + body)
-            size_bytes = _recv_exactly(sock, 4)
-            if size_bytes is None:
-                return None
-            payload = _recv_exactly(sock, struct.unpack(">i", size_bytes)[0])
-    except OSError:
-        return None
-    if payload is None:
-        return None
-    return _parse_metadata_v1(payload, correlation_id)
-
-
-def grants_producer_id(host: str, port: int, timeout: float = 2.0) -> bool:
-    """True if ``host:port`` grants a producer id (InitProducerId v0, no transactional id).
-
-    A freshly started cluster answers COORDINATOR_LOAD_IN_PROGRESS for a moment after its
-    metadata is complete; an idempotent producer cannot start until this succeeds.
-    """
-    correlation_id = 0x0F10
-    client_id = b"footfall-launcher"
-    # header: api_key 22 (InitProducerId), version 0; body: transactional_id null, timeout 60 s
-    body = struct.pack(">hhih", 22, 0, correlation_id, len(client_id)) + client_id + struct.pack(">hi", -1, 60_000)
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(struct.pack(">i", len(body)) + body)
-            payload = _recv_exactly(sock, 4 + 4 + 4 + 2)  # size, correlation id, throttle, error
-    except OSError:
-        return False
-    if payload is None:
-        return False
-    _size, got_id, _throttle, error_code = struct.unpack(">iiih", payload)
-    return bool(got_id == correlation_id and error_code == 0)
-
-
-def _parse_metadata_v1(payload: bytes, correlation_id: int) -> ClusterMetadata | None:
-    try:
-        got_id, count = struct.unpack_from(">ii", payload, 0)
-        if got_id != correlation_id:
-            return None
-        pos = 8
-        brokers: dict[int, int] = {}
-        for _ in range(count):
-            (node_id,) = struct.unpack_from(">i", payload, pos)
-            (host_len,) = struct.unpack_from(">h", payload, pos + 4)
-            pos += 6 + host_len
-            (port,) = struct.unpack_from(">i", payload, pos)
-            (rack_len,) = struct.unpack_from(">h", payload, pos + 4)
-            pos += 6 + max(rack_len, 0)
-            brokers[node_id] = port
-        (controller_id,) = struct.unpack_from(">i", payload, pos)
-    except struct.error:
-        return None
-    return ClusterMetadata(brokers=brokers, controller_id=controller_id)
-
-
-def _recv_exactly(sock: socket.socket, n: int) -> bytes | None:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return bytes(buf)
 
 
 @dataclass
@@ -205,7 +73,7 @@ class _Node:
         return self.directory / "server.log"
 
 
-class KafkaCluster:
+class KafkaCluster(StartStop):
     """``nodes`` Apache Kafka nodes (KRaft, each broker and controller) on loopback.
 
     Use as a context manager, or ``start()``/``stop()``. The durable log dirs live under
@@ -386,14 +254,6 @@ class KafkaCluster:
     def resume(self, node_id: int) -> None:
         _signal(self._node(node_id), signal.SIGCONT)
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
     # -- internals ---------------------------------------------------------------------
 
     def _require_started(self) -> None:
@@ -466,17 +326,7 @@ class KafkaCluster:
 
     def _java(self, heap: str) -> list[str]:
         assert self._classpath is not None
-        return [
-            _require("java", _JAVA_HINT),
-            f"-Xmx{heap}",
-            "-XX:+UseG1GC",
-            "-XX:MaxGCPauseMillis=20",
-            "-XX:+ExitOnOutOfMemoryError",
-            "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={_LOG4J}",
-            "-cp",
-            self._classpath,
-        ]
+        return java_command(self._classpath, heap)
 
     def _spawn(self, node: _Node) -> None:
         with node.server_log.open("ab") as log_file:
@@ -485,7 +335,7 @@ class KafkaCluster:
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
                 start_new_session=True,  # Ctrl+C in a terminal reaches us, not the nodes
             )
         log.info("kafka node started", extra={"node_id": node.node_id, "port": node.port, "pid": node.proc.pid})

@@ -9,22 +9,18 @@ Maven, jars not resolvable) or a node died while running, said in one line; 2 ba
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Final
+from typing import Annotated
 
 import msgspec
 
 from footfall.logs import configure_logging
-from footfall.settings import parse_settings, run_main
+from footfall.settings import LogLevel
+from stack.command import command, run_in_foreground
 from stack.kafka import KafkaCluster
 
 __all__ = ["KafkaSettings", "main"]
-
-_POLL_S: Final = 0.5  # how soon a dead node ends the command
 
 
 class KafkaSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -33,41 +29,36 @@ class KafkaSettings(msgspec.Struct, frozen=True, kw_only=True):
         str, msgspec.Meta(description="durable log dirs, kept across runs (empty: a temporary dir, removed on exit)")
     ] = ""
     heap: Annotated[str, msgspec.Meta(pattern=r"^\d+[kmg]$", description="JVM heap per node, e.g. 512m")] = "512m"
-    log_level: Annotated[str, msgspec.Meta(description="debug|info|warning|error")] = "info"
+    log_level: Annotated[LogLevel, msgspec.Meta(description="log level (JSON lines on stderr)")] = "info"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    def run() -> int:
-        settings = parse_settings(
-            KafkaSettings,
-            argv,
-            prog="footfall kafka",
-            description=(
-                "Run Apache Kafka (KRaft, each node broker and controller) on free loopback ports until Ctrl+C. "
-                "Needs Java 17+ and Maven (the jars come from Maven Central, cached in ~/.m2)."
-            ),
-            env_prefix="FOOTFALL_KAFKA_",
-        )
-        configure_logging(settings.log_level, "kafka")
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
-        data_dir = Path(settings.data_dir) if settings.data_dir else None
-        with KafkaCluster(settings.nodes, data_dir, settings.heap) as cluster:
-            print(cluster.bootstrap, flush=True)
-            for node_id in cluster.node_ids:
-                print(
-                    f"node {node_id}: 127.0.0.1:{cluster.port(node_id)} pid {cluster.pid(node_id)}"
-                    f" log {cluster.server_log(node_id)}",
-                    flush=True,
-                )
-            print(f"kafka: {len(cluster.node_ids)} node(s) ready; Ctrl+C stops them", file=sys.stderr)
-            while not stop.wait(_POLL_S):
-                dead = [n for n in cluster.node_ids if not cluster.is_running(n)]
-                if dead:
-                    node_id = dead[0]
-                    print(f"error: kafka node {node_id} exited; log: {cluster.server_log(node_id)}", file=sys.stderr)
-                    return 1
-        return 0
+def run(settings: KafkaSettings) -> int:
+    configure_logging(settings.log_level, "kafka")
+    data_dir = Path(settings.data_dir) if settings.data_dir else None
+    with KafkaCluster(settings.nodes, data_dir, settings.heap) as cluster:
+        print(cluster.bootstrap, flush=True)
+        for node_id in cluster.node_ids:
+            print(
+                f"node {node_id}: 127.0.0.1:{cluster.port(node_id)} pid {cluster.pid(node_id)}"
+                f" log {cluster.server_log(node_id)}",
+                flush=True,
+            )
+        print(f"kafka: {len(cluster.node_ids)} node(s) ready; Ctrl+C stops them", file=sys.stderr)
 
-    return run_main(run)
+        def death() -> str | None:
+            dead = [n for n in cluster.node_ids if not cluster.is_running(n)]
+            return f"kafka node {dead[0]} exited; log: {cluster.server_log(dead[0])}" if dead else None
+
+        return run_in_foreground(death)
+
+
+main = command(
+    KafkaSettings,
+    run,
+    prog="footfall kafka",
+    description=(
+        "Run Apache Kafka (KRaft, each node broker and controller) on free loopback ports until Ctrl+C. "
+        "Needs Java 17+ and Maven (the jars come from Maven Central, cached in ~/.m2)."
+    ),
+    env_prefix="FOOTFALL_KAFKA_",
+)

@@ -17,9 +17,7 @@ then the sink lands what is left, then the dashboard and the broker go.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,33 +27,17 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Final, Self
 
-import orjson
-
+from footfall import promtext
 from footfall.errors import FootfallError, StartupError
 from footfall.preflight import check_listen, describe_pid, listeners
 from stack.broker import EmbeddedBroker, free_port
+from stack.children import StartStop, die_with_parent, log_cause, session_of, stop_process_group
 
-__all__ = [
-    "ROLES",
-    "RoleStartError",
-    "Stack",
-    "StackConfig",
-    "log_cause",
-    "metric_total",
-    "scrape",
-    "stop_process_group",
-]
+__all__ = ["ROLES", "RoleStartError", "Stack", "StackConfig"]
 
 ROLES: Final = ("gateway", "sink", "dashboard")
-_PR_SET_PDEATHSIG: Final = 1
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class RoleStartError(StartupError):
@@ -70,79 +52,6 @@ class RoleStartError(StartupError):
         super().__init__(f"{role}: {message}" + (f"; log: {log_path}" if log_path else ""))
         self.role = role
         self.log_path = log_path
-
-
-def log_cause(path: Path, size: int = 64 * 1024) -> str:
-    """The most telling line at the end of a role's log, for a one-line failure message.
-
-    In this order: the last ``error: ...`` line a role prints for an operator's mistake, the
-    last JSON log line at error level (its message and the exception's last line), the last line.
-    """
-    try:
-        with path.open("rb") as f:
-            f.seek(max(0, path.stat().st_size - size))
-            lines = [line.strip() for line in f.read().decode(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return ""
-    for line in reversed(lines):
-        if line.startswith("error: "):
-            return line.removeprefix("error: ")
-    for line in reversed(lines):
-        if not line.startswith("{"):
-            continue
-        try:
-            entry = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(entry, dict) and entry.get("level") in {"error", "critical"}:
-            exception = str(entry.get("exception", "")).strip().splitlines()
-            return str(entry.get("message", "")) + (f" ({exception[-1]})" if exception else "")
-    return lines[-1][:300] if lines else ""
-
-
-def _session(pid: int) -> int | None:
-    """The session id of ``pid`` (``/proc/<pid>/stat`` field 6), None if it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[3])
-
-
-def stop_process_group(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
-    """SIGCONT + SIGTERM ``proc`` (a session leader), wait ``timeout``, then SIGKILL its whole group.
-
-    Returns the exit code. Workers left behind by a killed parent die with it (PDEATHSIG);
-    the final group kill is a backstop.
-    """
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGCONT)  # a paused process cannot handle SIGTERM
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    return proc.returncode
-
-
-def scrape(url: str, timeout: float = 2.0) -> str:
-    """GET ``url`` and return the body (e.g. a ``/metrics`` page)."""
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - our own loopback URL
-        return str(response.read().decode())
-
-
-def metric_total(text: str, name: str) -> float:
-    """Sum of every sample of metric ``name`` in Prometheus text (all label sets)."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and line[len(name) : len(name) + 1] in {"{", " "}:
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -168,7 +77,7 @@ class StackConfig:
     port_flags: dict[str, str] = field(default_factory=dict)  # role -> the flag that sets its port, for messages
 
 
-class Stack:
+class Stack(StartStop):
     """The pipeline's processes; a context manager. See the module docstring."""
 
     def __init__(self, config: StackConfig) -> None:
@@ -208,8 +117,9 @@ class Stack:
         self.config.record_directory.mkdir(parents=True, exist_ok=True)
         try:
             if self.config.brokers is None:
-                self.broker = EmbeddedBroker(log_path=self.log_directory / "broker.log").start()
-                self.bootstrap = self.broker.bootstrap
+                # Kept before it starts, so that an interrupted start stops it below.
+                self.broker = EmbeddedBroker(log_path=self.log_directory / "broker.log")
+                self.bootstrap = self.broker.start().bootstrap
             self.start_role("gateway", timeout)
             self.start_role("sink", timeout)
             if self.config.dashboard:
@@ -299,7 +209,7 @@ class Stack:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 env=env,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
                 start_new_session=True,
             )
         self.processes[role] = proc
@@ -354,7 +264,7 @@ class Stack:
         """pid -> session of every process listening on ``role``'s port; None without /proc."""
         if not Path("/proc/net/tcp").exists():
             return None
-        return {pid: _session(pid) for pid in listeners(self.ports[role])}
+        return {pid: session_of(pid) for pid in listeners(self.ports[role])}
 
     def log_path(self, role: str) -> Path:
         """The file ``role`` (or ``broker``) logs to."""
@@ -392,15 +302,16 @@ class Stack:
         return codes
 
     def metrics(self, role: str) -> str:
-        return scrape(f"{self.url(role)}/metrics")
+        """``role``'s ``/metrics`` page (Prometheus text: read it with :mod:`footfall.promtext`)."""
+        return promtext.fetch(f"{self.url(role)}/metrics")
 
     def accepted(self) -> float:
         """Reports the gateway answered 200 for (acknowledged by Kafka)."""
-        return metric_total(self.metrics("gateway"), "footfall_gateway_reports_accepted_total")
+        return promtext.total(self.metrics("gateway"), "footfall_gateway_reports_accepted_total")
 
     def landed(self) -> float:
         """Records the sink has fsynced into files."""
-        return metric_total(self.metrics("sink"), "footfall_sink_records_written_total")
+        return promtext.total(self.metrics("sink"), "footfall_sink_records_written_total")
 
     def wait_landed(self, timeout: float = 60.0) -> bool:
         """After the load stopped: wait until the sink has landed all the gateway accepted.
@@ -422,11 +333,3 @@ class Stack:
     def bench_command(self, *args: str) -> list[str]:
         """``python -m bench --web-service <gateway> ARGS``."""
         return [sys.executable, "-m", "bench", "--web-service", self.gateway_url, *args]
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

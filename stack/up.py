@@ -18,7 +18,8 @@ Exit codes (also in the README):
 2     bad flags
 3     start-up failed: a port in use, a directory not writable, a role that did not start
 4     data loss: ``bench verify`` found lost, duplicated or unexpected reports
-130   a second Ctrl+C forced the exit
+130   Ctrl+C during start-up (after stopping what had started), or a second Ctrl+C
+      while draining
 ====  ==========================================================================
 """
 
@@ -26,12 +27,10 @@ from __future__ import annotations
 
 import contextlib
 import re
-import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Final, Literal
 
@@ -39,7 +38,8 @@ import msgspec
 
 from footfall.errors import FootfallError, StartupError
 from footfall.preflight import check_directory
-from footfall.settings import parse_settings, run_main
+from stack.children import interrupt
+from stack.command import EXIT_INTERRUPTED, Interrupts, command
 from stack.kafka import KafkaCluster
 from stack.processes import Stack, StackConfig
 
@@ -88,8 +88,9 @@ class UpSettings(msgspec.Struct, frozen=True, kw_only=True):
 def _line(stack: Stack) -> str:
     try:
         return f"accepted {stack.accepted():>12,.0f}   landed {stack.landed():>12,.0f}"
-    except OSError as exc:
-        return f"(metrics unavailable: {exc})"
+    except OSError as exc:  # words, not "<urlopen error [Errno 111] ...>"
+        reason = getattr(exc, "reason", exc)
+        return f"(metrics unavailable: {getattr(reason, 'strerror', None) or reason})"
 
 
 def run(settings: UpSettings) -> int:
@@ -106,67 +107,75 @@ def run(settings: UpSettings) -> int:
         print("footfall up: --kafka starts its own Kafka; give it or --brokers, not both", file=sys.stderr)
         return 2  # a flag conflict: the exit code of every bad flag
     kafka = KafkaCluster(1, records / "_footfall" / "kafka") if settings.kafka else None
-    if kafka is not None:
-        print("footfall up: starting Apache Kafka (one node) ...", flush=True)
-        try:
-            kafka.start()
-        except FootfallError as exc:
-            print(f"footfall up: {exc}", file=sys.stderr)
-            return EXIT_STARTUP
-    config = StackConfig(
-        record_directory=records,
-        brokers=kafka.bootstrap if kafka is not None else settings.brokers or None,
-        partitions=settings.partitions,
-        gateway_workers=settings.gateway_workers,
-        sink_workers=settings.sink_workers,
-        log_directory=logs,
-        ports={"gateway": settings.gateway_port, "sink": settings.sink_port, "dashboard": settings.dashboard_port},
-        port_flags=_PORT_FLAGS,
-    )
-    stop = threading.Event()
-    interrupts = 0
-
-    def on_signal(signum: int, _frame: object) -> None:
-        nonlocal interrupts
-        interrupts += 1
-        if interrupts > 1:
-            raise KeyboardInterrupt  # second Ctrl+C: stop waiting politely
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    print("footfall up: starting broker, gateway, sink, dashboard ...", flush=True)
-    stack = Stack(config)
+    stack: Stack | None = None
     bench: subprocess.Popen[bytes] | None = None
     run_json = logs / f"bench-{int(time.time())}.json"
-    try:
+    with Interrupts() as interrupts:
         try:
-            stack.start()
-        except FootfallError as exc:
-            print(f"footfall up: {exc}", file=sys.stderr)
-            return EXIT_STARTUP
-        embedded = f"  (embedded, memory only, pid {stack.broker.pid})" if stack.broker else ""
-        print(f"  broker     {stack.bootstrap}{embedded}")
-        print(f"  gateway    {stack.gateway_url}/api/visit/v1   {stack.gateway_url}/metrics")
-        print(f"  sink       {stack.sink_url}/metrics")
-        print(f"  dashboard  {stack.dashboard_url}/")
-        print(f"  records    {records}")
-        print(f"  logs       {logs}")
-        if settings.bench:
-            bench = _start_bench(stack, settings, run_json, logs / "bench.log")
-        print("Ctrl+C stops everything.", flush=True)
-        failed = _watch(stack, bench, settings, stop)
-        failed = _stop(stack, bench, logs / "bench.log") or failed
-        if bench is None:
-            return EXIT_FAILED if failed else EXIT_OK
-        verified = _verify(stack, run_json, records, logs / "bench.log")
-        return verified if verified != EXIT_OK else EXIT_FAILED if failed else EXIT_OK
-    finally:
-        if bench is not None and bench.poll() is None:
-            bench.kill()
+            try:  # start-up: the broker, a port, a role
+                if kafka is not None:
+                    print("footfall up: starting Apache Kafka (one node) ...", flush=True)
+                    kafka.start()
+                stack = Stack(
+                    StackConfig(
+                        record_directory=records,
+                        brokers=kafka.bootstrap if kafka is not None else settings.brokers or None,
+                        partitions=settings.partitions,
+                        gateway_workers=settings.gateway_workers,
+                        sink_workers=settings.sink_workers,
+                        log_directory=logs,
+                        ports={
+                            "gateway": settings.gateway_port,
+                            "sink": settings.sink_port,
+                            "dashboard": settings.dashboard_port,
+                        },
+                        port_flags=_PORT_FLAGS,
+                    )
+                )
+                print("footfall up: starting broker, gateway, sink, dashboard ...", flush=True)
+                stack.start()
+            except FootfallError as exc:
+                print(f"footfall up: {exc}", file=sys.stderr)
+                return EXIT_STARTUP
+            interrupts.started()
+            _print_where(stack, records, logs)
+            if settings.bench:
+                bench = _start_bench(stack, settings, run_json, logs / "bench.log")
+            print("Ctrl+C stops everything.", flush=True)
+            failed = _watch(stack, bench, settings, interrupts.stop)
+            failed = _stop(stack, bench, logs / "bench.log") or failed
+            if bench is None:
+                return EXIT_FAILED if failed else EXIT_OK
+            verified = _verify(stack, run_json, records, logs / "bench.log")
+            return verified if verified != EXIT_OK else EXIT_FAILED if failed else EXIT_OK
+        except KeyboardInterrupt:
+            during = "start-up" if interrupts.starting else "the drain (a second Ctrl+C)"
+            _stop_all(stack, bench, kafka)
+            print(f"\nfootfall up: interrupted during {during}; stopped what had started", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        finally:
+            _stop_all(stack, bench, kafka)
+
+
+def _stop_all(stack: Stack | None, bench: subprocess.Popen[bytes] | None, kafka: KafkaCluster | None) -> None:
+    """Stop at once whatever is still running (idempotent)."""
+    if bench is not None and bench.poll() is None:
+        bench.kill()
+        bench.wait()
+    if stack is not None:
         stack.stop(timeout=5.0)
-        if kafka is not None:
-            kafka.stop()
+    if kafka is not None:
+        kafka.stop()
+
+
+def _print_where(stack: Stack, records: Path, logs: Path) -> None:
+    embedded = f"  (embedded, memory only, pid {stack.broker.pid})" if stack.broker else ""
+    print(f"  broker     {stack.bootstrap}{embedded}")
+    print(f"  gateway    {stack.gateway_url}/api/visit/v1   {stack.gateway_url}/metrics")
+    print(f"  sink       {stack.sink_url}/metrics")
+    print(f"  dashboard  {stack.dashboard_url}/")
+    print(f"  records    {records}")
+    print(f"  logs       {logs}")
 
 
 def _start_bench(stack: Stack, settings: UpSettings, run_json: Path, log_path: Path) -> subprocess.Popen[bytes]:
@@ -197,15 +206,8 @@ def _stop(stack: Stack, bench: subprocess.Popen[bytes] | None, bench_log: Path) 
     """Stop in order: bench, gateway (drain), sink (land the rest); True if any stopped uncleanly."""
     print("stopping: bench, then gateway (drain), then sink (land the rest) ...", flush=True)
     unclean: dict[str, int | None] = {}
-    if bench is not None:
-        if bench.poll() is None:
-            bench.send_signal(signal.SIGINT)
-            try:
-                bench.wait(30)
-            except subprocess.TimeoutExpired:
-                bench.kill()
-        if bench.wait() != 0:
-            unclean["bench"] = bench.returncode
+    if bench is not None and interrupt(bench, 30.0) != 0:
+        unclean["bench"] = bench.returncode
     if "sink" not in stack.exited():
         with contextlib.suppress(OSError):
             stack.wait_landed(timeout=15.0)
@@ -286,18 +288,11 @@ def _watch(
             print()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``footfall up`` entry point."""
-
-    def go() -> int:
-        settings = parse_settings(
-            UpSettings,
-            argv,
-            prog="footfall up",
-            description="Run the whole pipeline on loopback (embedded Kafka broker, gateway, sink, dashboard) "
-            "with a bench load, until Ctrl+C.",
-            env_prefix="FOOTFALL_UP_",
-        )
-        return run(settings)
-
-    return run_main(go)
+main = command(
+    UpSettings,
+    run,
+    prog="footfall up",
+    description="Run the whole pipeline on loopback (embedded Kafka broker, gateway, sink, dashboard) "
+    "with a bench load, until Ctrl+C.",
+    env_prefix="FOOTFALL_UP_",
+)

@@ -14,6 +14,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from bench.settings import VerifySettings
+from footfall.layout import segment_files
+from stack.up import UpSettings
 from tests.bench.fake_gateway import FakeGateway
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,7 +92,7 @@ def test_run_file_and_verify_cli(tmp_path: Path) -> None:
     ok = bench("verify", str(run_file), "--record-directory", str(records))
     assert ok.returncode == 0 and ok.stdout.startswith("lost=0 duplicated=0 unexpected=0"), ok.stdout + ok.stderr
 
-    segment = next(records.glob("visit/date=*/*.jsonl"))
+    segment, _ = next(segment_files(records, "visit"))
     segment.write_bytes(b"".join(segment.read_bytes().splitlines(keepends=True)[1:]))
     bad = bench("verify", "--record-directory", str(records), str(run_file), "--json", str(tmp_path / "v.json"))
     assert bad.returncode == 1 and bad.stdout.startswith("lost=1 duplicated=0 unexpected=0"), bad.stdout
@@ -155,3 +158,11 @@ def test_verify_refuses_an_unwritable_json_path_before_verifying(tmp_path: Path)
     ], out.stderr
     assert "Traceback" not in out.stderr
     assert "verify:" not in out.stdout  # nothing was verified first
+
+
+def test_verify_reads_footfall_ups_record_directory_by_default() -> None:
+    """``footfall up`` then ``footfall bench verify RUN.json``: the same directory without a flag."""
+    verify_default = VerifySettings(run_json="run.json").record_directory
+    assert verify_default == UpSettings().record_directory == "footfall-data"
+    out = bench("verify", "--help")
+    assert "default footfall-data]" in " ".join(out.stdout.split()), out.stdout

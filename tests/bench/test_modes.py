@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from bench.verify import verify
-from footfall.generator import DAY_MS
+from footfall.layout import MS_PER_DAY
 from footfall.reports import ReportType
 from tests.bench.conftest import run_bench
 from tests.bench.fake_gateway import FakeGateway
@@ -83,7 +83,7 @@ async def test_day_advances_only_after_success(tmp_path: Path) -> None:
     for report_type, body in gw.bodies:
         first = msgspec.json.decode(body)[0]  # aiohttp un-gzipped it
         t = first["enterTime"] if report_type is ReportType.VISIT else first["startTime"]
-        days.append((str(report_type), (t - START_MS) // DAY_MS))
+        days.append((str(report_type), (t - START_MS) // MS_PER_DAY))
     assert days == [
         ("visit", 0), ("activity", 0),
         ("visit", 1), ("visit", 1), ("visit", 1), ("activity", 1),

@@ -12,7 +12,8 @@ import pytest
 
 from bench.identity import parse_user_id, run_user_id
 from bench.profiles import OriginalProfile, encode_body, make_profile
-from footfall.generator import ACTIVITY_TYPES, DAY_MS, HOUR_MS, MINUTE_MS
+from footfall.generator import ACTIVITY_TYPES, HOUR_MS, MINUTE_MS
+from footfall.layout import MS_PER_DAY
 from footfall.reports import Activity, ReportType, Visit, decode_reports
 
 START = dt.date(2018, 1, 1)
@@ -28,7 +29,7 @@ def test_original_visits_match_the_original_client() -> None:
         for i, v in enumerate(visits):
             assert isinstance(v, Visit)
             assert v.userId == client.user_id
-            assert v.enterTime == START_MS + day * DAY_MS + 2 * i * HOUR_MS  # 00:00, 02:00, … 22:00
+            assert v.enterTime == START_MS + day * MS_PER_DAY + 2 * i * HOUR_MS  # 00:00, 02:00, … 22:00
             assert v.exitTime - v.enterTime == 40 * MINUTE_MS
             assert 1 <= v.algorithmType <= 7
             assert 0 <= v.poiId < 2**63

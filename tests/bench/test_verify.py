@@ -8,13 +8,14 @@ import msgspec
 import pytest
 
 from bench.errors import RunFileError
-from bench.verify import verify
+from bench.verify import LINE_COUNTERS, verify
+from footfall.layout import segment_files
 from tests.bench.conftest import run_bench
 from tests.bench.fake_gateway import FakeGateway
 
 
 def segments(records: Path, topic: str) -> list[Path]:
-    return sorted(records.glob(f"{topic}/date=*/*.jsonl"))
+    return sorted(path for path, _ in segment_files(records, topic))
 
 
 @pytest.fixture
@@ -29,7 +30,7 @@ def test_clean_run_verifies(landed: tuple[Path, Path]) -> None:
     result = verify(*landed)
     assert result.ok, result.line()
     assert (result.acknowledged, result.present, result.lines) == (360, 360, 360)
-    assert result.files == len(list(landed[1].glob("*/date=*/*.jsonl"))) >= 2  # one per partition written
+    assert result.files == len(list(segment_files(landed[1]))) >= 2  # one per partition written
     assert result.line().startswith("lost=0 duplicated=0 unexpected=0 partial=0 ")
 
 
@@ -66,9 +67,22 @@ def test_unexpected_records(landed: tuple[Path, Path]) -> None:
         f.write(msgspec.json.encode(unknown_day) + b"\n")
         f.write(b"not json\n")
     result = verify(run_file, records)
-    # The unknown user and the line that is not JSON are unexpected; this run's user on a day
-    # it never sent is an altered report.
-    assert (result.lost, result.duplicated, result.unexpected, result.altered, result.corrupt) == (0, 0, 2, 1, 1)
+    # The unknown user is unexpected, the line that is not JSON corrupt (once: not also
+    # unexpected); this run's user on a day it never sent is an altered report.
+    assert (result.lost, result.duplicated, result.unexpected, result.altered, result.corrupt) == (0, 0, 1, 1, 1)
+    assert sum(getattr(result, name) for name in LINE_COUNTERS) == result.lines, result.line()
+
+
+def test_a_garbage_line_is_counted_once_and_fails_the_run(landed: tuple[Path, Path]) -> None:
+    run_file, records = landed
+    clean = verify(run_file, records)
+    with segments(records, "visit")[0].open("ab") as f:
+        f.write(b"\x00\x00garbage\n")
+    result = verify(run_file, records)
+    assert (result.corrupt, result.unexpected, result.lines) == (1, 0, clean.lines + 1), result.line()
+    assert sum(getattr(result, name) for name in LINE_COUNTERS) == result.lines, result.line()
+    assert not result.ok
+    assert "garbage" in result.samples["corrupt"][0]
 
 
 def test_half_written_last_line_is_partial_not_an_error(landed: tuple[Path, Path]) -> None:
@@ -133,3 +147,14 @@ def test_bad_run_file(tmp_path: Path) -> None:
     (tmp_path / "x.json").write_text('{"a": 1}')
     with pytest.raises(RunFileError, match="not a bench run file"):
         verify(tmp_path / "x.json", tmp_path)
+
+
+def test_a_malformed_run_file_is_said_in_words(landed: tuple[Path, Path], tmp_path: Path) -> None:
+    run_file, records = landed
+    content = msgspec.json.decode(run_file.read_bytes())
+    del content["seed"]
+    edited = tmp_path / "edited.json"
+    edited.write_bytes(msgspec.json.encode(content))
+    with pytest.raises(RunFileError) as info:
+        verify(edited, records)
+    assert str(info.value) == f"run file {edited} is malformed: no 'seed' field"

@@ -28,12 +28,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
+from footfall import promtext
 from footfall.errors import ConfigError
 from stack.compose import (
     Service,
@@ -43,10 +44,12 @@ from stack.compose import (
     localize,
     prometheus_loopback,
 )
-from stack.processes import metric_total, scrape
-from stack.rehearse import COUNTERPARTS, Rehearsal, RehearsalConfig, ResourceSampler, histogram_quantiles
+from stack.measure import ResourceSampler, histogram_quantiles
+from stack.rehearsal import Rehearsal
+from stack.topology import COUNTERPARTS, RehearsalConfig
 
 ROOT = Path(__file__).resolve().parents[2]
+_Test = TypeVar("_Test", bound=Callable[..., None])
 BENCH_CLIENTS = 30
 #: deploy/haproxy.cfg: `check inter 2s fall 2` -> a dead gateway is out after 2 failed checks
 CHECK_INTERVAL_S = 2.0
@@ -238,6 +241,16 @@ class _Load:
         return code, run, result
 
 
+def _scenario(timeout: float = 300) -> Callable[[_Test], _Test]:
+    """The marks of a test on a running deployment: slow, integration, its own timeout."""
+
+    def mark(test: _Test) -> _Test:
+        marked: _Test = pytest.mark.slow(pytest.mark.integration(pytest.mark.timeout(timeout)(test)))
+        return marked
+
+    return mark
+
+
 def _until(condition: Any, timeout: float, message: str) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout:
@@ -253,9 +266,7 @@ def _assert_verified(result: dict[str, Any], run: dict[str, Any]) -> None:
     assert result["ok"] is True, result
 
 
-@pytest.mark.slow
-@pytest.mark.integration
-@pytest.mark.timeout(420)
+@_scenario(timeout=420)
 def test_prometheus_sees_every_process(rehearsal: Rehearsal) -> None:
     r = rehearsal
 
@@ -276,9 +287,7 @@ def test_prometheus_sees_every_process(rehearsal: Rehearsal) -> None:
         _until(lambda s=series: r.prometheus_api("/api/v1/query", query=s)["result"], 30, f"no {series}")
 
 
-@pytest.mark.slow
-@pytest.mark.integration
-@pytest.mark.timeout(300)
+@_scenario()
 def test_gateway_killed_and_restarted_behind_haproxy(rehearsal: Rehearsal) -> None:
     r = rehearsal
     load = _Load(r, "gateway-kill")
@@ -310,9 +319,7 @@ def test_gateway_killed_and_restarted_behind_haproxy(rehearsal: Rehearsal) -> No
     _assert_verified(result, run)
 
 
-@pytest.mark.slow
-@pytest.mark.integration
-@pytest.mark.timeout(300)
+@_scenario()
 def test_sink_killed_and_another_added(rehearsal: Rehearsal) -> None:
     r = rehearsal
     load = _Load(r, "sink-kill")
@@ -332,9 +339,7 @@ def test_sink_killed_and_another_added(rehearsal: Rehearsal) -> None:
     _assert_verified(result, run)
 
 
-@pytest.mark.slow
-@pytest.mark.integration
-@pytest.mark.timeout(300)
+@_scenario()
 def test_kafka_node_killed_and_brought_back(rehearsal: Rehearsal) -> None:
     r = rehearsal
     assert r.brokers is not None
@@ -351,9 +356,7 @@ def test_kafka_node_killed_and_brought_back(rehearsal: Rehearsal) -> None:
     _assert_verified(result, run)
 
 
-@pytest.mark.slow
-@pytest.mark.integration
-@pytest.mark.timeout(300)
+@_scenario()
 def test_rolling_gateway_restart_has_no_errors(rehearsal: Rehearsal) -> None:
     r = rehearsal
     load = _Load(r, "rolling", seconds=60)
@@ -373,7 +376,7 @@ def _rules(r: Rehearsal) -> list[dict[str, Any]]:
 
 
 def _metric(r: Rehearsal, name: str, metric: str) -> float:
-    return metric_total(scrape(f"{r.url(name)}/metrics"), metric)
+    return promtext.total(promtext.fetch(f"{r.url(name)}/metrics"), metric)
 
 
 # -- 3. the command ----------------------------------------------------------------------------
@@ -392,9 +395,7 @@ def _ours(marker: str) -> list[int]:
     return found
 
 
-@pytest.mark.slow
-@pytest.mark.integration
-@pytest.mark.timeout(300)
+@_scenario()
 def test_rehearse_command_prints_everything_and_ctrl_c_drains(tmp_path: Path) -> None:
     records = tmp_path / "records"
     proc = subprocess.Popen(
@@ -419,7 +420,11 @@ def test_rehearse_command_prints_everything_and_ctrl_c_drains(tmp_path: Path) ->
         for name in ("kafka", "gateway-lb", "gateway-1", "gateway-3", "sink-2", "dashboard", "records", "logs"):
             assert re.search(rf"^  {name} ", text, flags=re.MULTILINE), text
         metrics = re.search(r"^  gateway-1 +(\S+)", text, flags=re.MULTILINE)[1]  # type: ignore[index]
-        _until(lambda: metric_total(scrape(metrics), "footfall_gateway_reports_accepted_total") > 0, 60, "no load")
+        _until(
+            lambda: promtext.total(promtext.fetch(metrics), "footfall_gateway_reports_accepted_total") > 0,
+            60,
+            "no load",
+        )
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=180)
     finally:

@@ -29,8 +29,9 @@ from pathlib import Path
 
 import pytest
 
+from footfall import promtext
 from stack.broker import free_port
-from stack.processes import Stack, StackConfig, metric_total, scrape
+from stack.processes import Stack, StackConfig
 
 pytestmark = pytest.mark.integration
 
@@ -138,7 +139,7 @@ def instances(broker: str, tmp_path: Path) -> Iterator[list[Stack]]:
 
 
 def _total(stacks: list[Stack], role: str, metric: str) -> list[float]:
-    return [metric_total(scrape(f"{stack.url(role)}/metrics"), metric) for stack in stacks]
+    return [promtext.total(stack.metrics(role), metric) for stack in stacks]
 
 
 def test_two_gateways_and_two_sinks_land_every_report_exactly_once(instances: list[Stack], tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ import orjson
 import pytest
 
 from footfall.generator import day_start_ms, original_activities, original_visits, user_id
+from footfall.layout import segment_files
 from footfall.reports import encode_report
 from stack.processes import Stack, StackConfig
 
@@ -44,7 +45,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def _landed_lines(records: Path, topic: str) -> list[bytes]:
     lines: list[bytes] = []
-    for path in sorted((records / topic).glob("date=*/*.jsonl")):
+    for path in sorted(path for path, _ in segment_files(records, topic)):
         lines.extend(line for line in path.read_bytes().split(b"\n") if line)
     return lines
 

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from stack.broker import EmbeddedBroker, kafka_answers
+from footfall.kafka import kafka_answers
+from stack.broker import EmbeddedBroker
 
 pytestmark = pytest.mark.integration
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -53,3 +54,21 @@ def test_bad_flags_are_one_line_errors(argv: list[str], message: str) -> None:
     result = subprocess.run([sys.executable, "-m", "stack.cli", *argv], capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [message], "one line, not the usage"
+
+
+def _subcommands() -> list[list[str]]:
+    from perf.__main__ import _COMMANDS, _SCRIPTS
+
+    perf = [["perf", name] for name in [*_COMMANDS, *_SCRIPTS]]
+    return [[name] for name in COMMANDS if name != "perf"] + [["bench", "verify"], *perf]
+
+
+@pytest.mark.parametrize("argv", _subcommands(), ids=" ".join)
+def test_help_never_shows_an_empty_default(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """A flag without a default says what it does instead; --help shows no "default None"/"default "."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines anywhere
+    assert "usage:" in text
+    assert not re.search(r"default:? (None\b|\]|\)|;)", text), text

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from footfall.kafka import ensure_topics
-from stack.kafka import HOST, KafkaCluster, kafka_metadata
+from stack.kafka import HOST, KafkaCluster
+from stack.kafka_probe import kafka_metadata
 from tests.faults.harness import alive, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]

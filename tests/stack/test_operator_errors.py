@@ -22,6 +22,7 @@ import pytest
 
 from footfall.preflight import listeners
 from stack.broker import free_port
+from stack.command import EXIT_INTERRUPTED
 from stack.processes import RoleStartError, Stack, StackConfig
 from stack.up import EXIT_DATA_LOSS, EXIT_FAILED, EXIT_STARTUP
 
@@ -38,6 +39,19 @@ def footfall(*args: str, timeout: float = 60, env: dict[str, str] | None = None)
         check=False,
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+    )
+
+
+def spawn_footfall(*args: str, stdout: int | None = None) -> subprocess.Popen[str]:
+    """``footfall ARGS`` running in its own session, stderr piped (kill its group when done)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "stack.cli", *args],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        start_new_session=True,
     )
 
 
@@ -225,14 +239,7 @@ def test_broker_port_in_use(held_port: int) -> None:
 @pytest.mark.integration
 def test_broker_that_dies_ends_the_command() -> None:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stack.cli", "broker", "--port", str(port)],
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        start_new_session=True,
-    )
+    proc = spawn_footfall("broker", "--port", str(port))
     try:
         assert proc.stderr is not None
         lines = iter(proc.stderr.readline, "")
@@ -315,15 +322,7 @@ def test_up_role_that_exits_at_start_up(tmp_path: Path) -> None:
 def test_up_fails_at_once_when_a_role_dies(tmp_path: Path) -> None:
     ports = ["--gateway-port", "0", "--sink-port", "0", "--dashboard-port", "0"]
     load = ["--duration", "90", "--concurrent-clients", "4"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stack.cli", "up", "--record-directory", str(tmp_path), *ports, *load],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        start_new_session=True,
-    )
+    proc = spawn_footfall("up", "--record-directory", str(tmp_path), *ports, *load, stdout=subprocess.PIPE)
     try:
         assert proc.stdout is not None
         sink_port = None
@@ -350,3 +349,40 @@ def test_up_fails_at_once_when_a_role_dies(tmp_path: Path) -> None:
     assert "\r" not in out, "no carriage returns when stdout is not a terminal"
     if code == EXIT_DATA_LOSS:  # what the sink had not landed died with the memory-only broker: say so
         assert any(line.startswith("footfall up: reports the sink had not landed") for line in error_lines(err)), err
+
+
+@pytest.mark.integration
+def test_ctrl_c_during_up_start_up_stops_what_started_and_exits_130(tmp_path: Path) -> None:
+    """Ctrl+C while the roles are still starting: nothing is left running, one line, exit 130."""
+    ports = ["--gateway-port", "0", "--sink-port", "0", "--dashboard-port", "0"]
+    proc = spawn_footfall("up", "--record-directory", str(tmp_path), *ports, stdout=subprocess.PIPE)
+    gateway_log = tmp_path / "_footfall" / "logs" / "gateway.log"
+    try:
+        deadline = time.monotonic() + 30
+        while not gateway_log.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)  # polling for the gateway's start (its log appears when it is spawned)
+        assert gateway_log.exists(), "the gateway never started"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == EXIT_INTERRUPTED, (proc.returncode, out, err)
+    assert error_lines(err) == ["footfall up: interrupted during start-up; stopped what had started"], err
+    assert not (gateway_log.parent / "dashboard.log").exists(), "the start-up went on after Ctrl+C"
+    assert "Ctrl+C stops everything" not in out, out
+    assert "Traceback" not in err
+    left = [pid for pid in _pids_mentioning(str(tmp_path)) if pid != proc.pid]
+    assert left == [], f"processes left behind: {left}"
+
+
+def _pids_mentioning(marker: str) -> list[int]:
+    """Live processes whose command line mentions ``marker`` (e.g. this test's record directory)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry.name))
+    return found
