@@ -2,7 +2,8 @@
 
 Answers 200 only after Kafka acknowledged every report of a request (acks=all);
 batches produce across concurrent requests per worker; bounded memory; JSON errors.
-See :mod:`gateway.app` for the request flow and :mod:`gateway.producer` for batching.
+See :mod:`gateway.ingest` for the steps of a request, :mod:`gateway.producer` for the producer
+and :mod:`gateway.batching` for batching.
 """
 
 from __future__ import annotations

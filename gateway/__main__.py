@@ -26,8 +26,8 @@ from pathlib import Path
 
 import msgspec
 
-from footfall.errors import BrokerUnavailableError, ConfigError, StartupError
-from footfall.kafka import ensure_topics, wait_for_broker
+from footfall.errors import BrokerError, ConfigError, StartupError
+from footfall.kafka import ensure_topics, probe_idempotence, wait_for_broker
 from footfall.logs import configure_logging
 from footfall.preflight import check_directory, check_listen
 from footfall.settings import run_main
@@ -40,8 +40,6 @@ log = logging.getLogger("gateway")
 
 async def _prepare(settings: GatewaySettings) -> bool:
     """Wait for the broker, create topics, and return whether to use the idempotent producer."""
-    from gateway.producer import probe_idempotence
-
     await wait_for_broker(settings.brokers, settings.startup_timeout)
     await ensure_topics(
         settings.brokers,
@@ -90,7 +88,7 @@ def _run(argv: Sequence[str] | None) -> int:
         check_directory(Path(settings.metrics_dir), "--metrics-dir")
     try:
         idempotence = asyncio.run(_prepare(settings))
-    except BrokerUnavailableError as exc:
+    except BrokerError as exc:  # unreachable (BrokerUnavailableError) or refused (e.g. the replication factor)
         raise StartupError(f"--brokers: {exc}") from exc
     temporary: Path | None = None
     if settings.metrics_dir:

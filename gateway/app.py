@@ -1,14 +1,9 @@
 """The Sanic application: routes, request handling, lifecycle.
 
-Per request (``POST /api/{visit,activity}/v1[/]``), in this order:
-
-1. API key (401), Content-Type (415), Content-Encoding (415);
-2. body size as sent (413; Sanic refused bodies over the limit from Content-Length already);
-3. bounded decompression (413/400), decode and validate (400/422) — all or nothing;
-4. re-encode every report and append the request to the per-partition batches (503 at once when
-   the worker's in-flight cap is reached or the broker is known to be down);
-5. await the acks of the batches holding its reports (acks=all) with ``--produce-timeout-ms``;
-6. 200 ``{"accepted": n}`` only if every batch was acknowledged, else 503 with Retry-After.
+Per request (``POST /api/{visit,activity}/v1[/]``) the numbered steps of :mod:`gateway.ingest`
+run in order (API key, content checks, decode, re-encode, headers, produce, wait for the acks,
+metrics and access log): 200 ``{"accepted": n}`` only if every batch was acknowledged, else the
+error's status (503 with Retry-After when Kafka did not take the reports).
 
 The producer is created in ``before_server_start`` (once per worker) and flushed and
 stopped in ``after_server_stop``.
@@ -18,13 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gc
-import hmac
 import itertools
 import logging
 import os
 import re
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,35 +30,41 @@ from sanic import Request, Sanic
 from sanic.config import Config
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse
+from sanic.worker.constants import ProcessState
 
-from footfall.errors import BrokerUnavailableError
-from footfall.kafka import HEADER_RECEIVED_MS, HEADER_REQUEST_ID, HEADER_SCHEMA, HEADER_TYPE
+from footfall.errors import BrokerError
 from footfall.logs import configure_logging
 from footfall.metrics import SnapshotWriter, collect
-from footfall.reports import SCHEMA_VERSION, ReportType
-from gateway.body import BodyLimits, check_content_type, decode_body, decompress, parse_content_encoding
-from gateway.errors import (
-    GatewayError,
-    ProduceFailedError,
-    ReportValidationError,
-    UnauthorizedError,
-    UnavailableError,
+from footfall.reports import ReportType
+from gateway.batching import create_producer
+from gateway.body import BodyLimits
+from gateway.errors import GatewayError, ReportValidationError
+from gateway.ingest import (
+    RouteMetrics,
+    authenticate,
+    check_content,
+    decode,
+    encode_records,
+    kafka_headers,
+    log_access,
+    observe,
+    produce,
+    received_now_ms,
+    wait_for_acks,
 )
 from gateway.metrics import GatewayMetrics
 from gateway.openapi import API_ROUTES, ErrorBody, build_openapi
-from gateway.producer import Delivery, Record, ReportProducer, create_producer
+from gateway.producer import ReportProducer
 from gateway.settings import GatewaySettings
 
 __all__ = ["APP_NAME", "GatewayApp", "GatewayContext", "GatewayRequest", "ProducerFactory", "create_app"]
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("gateway.access")
 
 APP_NAME: Final = "footfall_gateway"
 _JSON: Final = "application/json"
 _REQUEST_ID_RE: Final = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _ENCODER: Final = msgspec.json.Encoder()
-_SCHEMA_BYTES: Final = str(SCHEMA_VERSION).encode()
 #: /readyz stays false this long after a worker started: Sanic 25.12's manager hangs if SIGTERM arrives
 #: before it has seen every worker's start-up ack, and it polls for acks every 0.1 s.
 _READY_GRACE: Final = 0.5
@@ -105,19 +105,7 @@ class GatewayContext:
         self.started_at = float("inf")
         self.ready_grace = _READY_GRACE
         self.starter: asyncio.Task[None] | None = None
-        self.route_metrics: dict[str, _RouteMetrics] = {}
-
-
-class _RouteMetrics:
-    """One ingest route's metric children, looked up once instead of by labels on every request."""
-
-    __slots__ = ("accepted", "inflight", "ok", "seconds")
-
-    def __init__(self, metrics: GatewayMetrics, route: str, topic: str) -> None:
-        self.ok = metrics.requests.labels(route, "200")
-        self.seconds = metrics.request_seconds.labels(route)
-        self.accepted = metrics.accepted.labels(topic)
-        self.inflight = metrics.inflight_requests.labels()
+        self.route_metrics: dict[str, RouteMetrics] = {}
 
 
 GatewayApp = Sanic[Config, GatewayContext]
@@ -177,18 +165,8 @@ def _cors_headers(request: GatewayRequest, ctx: GatewayContext, headers: dict[st
             headers["Vary"] = "Origin"
 
 
-def _check_api_key(request: GatewayRequest, ctx: GatewayContext) -> None:
-    auth = request.headers.get("authorization")
-    given = auth[7:].strip() if auth and auth[:7].lower() == "bearer " else request.headers.get("x-api-key")
-    if not given:
-        raise UnauthorizedError("an API key is required: send Authorization: Bearer KEY or X-API-Key: KEY")
-    raw = given.encode(errors="replace")
-    # Compare against every key (constant time per key) so timing does not tell which one is close.
-    if not any([hmac.compare_digest(raw, key) for key in ctx.api_keys]):  # noqa: C419
-        raise UnauthorizedError("the API key is not valid")
-
-
 async def _ingest(request: GatewayRequest, report_type: ReportType, route: str) -> HTTPResponse:
+    """One ingest request: the numbered steps of :mod:`gateway.ingest`, then the answer."""
     ctx = request.app.ctx
     started = time.perf_counter()
     request_id = _request_id(request, ctx)
@@ -196,101 +174,36 @@ async def _ingest(request: GatewayRequest, report_type: ReportType, route: str) 
     if ctx.cors_origins:
         _cors_headers(request, ctx, headers)
     topic = ctx.settings.topic_for(report_type)
-    metrics = ctx.metrics
     route_metrics = ctx.route_metrics.get(route)
     if route_metrics is None:  # looked up once per route (the series exist from zero: GatewayMetrics.declare)
-        route_metrics = ctx.route_metrics[route] = _RouteMetrics(metrics, route, topic)
-    waiting = False
+        route_metrics = ctx.route_metrics[route] = RouteMetrics(ctx.metrics, route, topic)
     try:
         if ctx.api_keys:
-            _check_api_key(request, ctx)
-        check_content_type(request.headers.get("content-type"))
-        coding = parse_content_encoding(request.headers.get("content-encoding"))
-        data = decompress(request.body, coding, ctx.limits)
-        reports = decode_body(report_type, data, ctx.settings.max_errors)
-        received_ms = time.time_ns() // 1_000_000
-        # Re-encode compactly (unknown fields dropped); key = userId, one str() per run of equal ids.
-        # UUID.__eq__ and Record.__new__ are Python functions: compare the ids' ints (a slot) and
-        # build the named tuples with tuple.__new__ (C), ~3 us less per 12-report request.
-        encode = _ENCODER.encode
-        new_record = tuple.__new__
-        records: list[Record] = []
-        last_uid = -1
-        key = b""
-        for report in reports:
-            uid = report.userId
-            if uid.int != last_uid:
-                key = str(uid).encode()
-                last_uid = uid.int
-            records.append(new_record(Record, (key, encode(report))))
-        kafka_headers = [
-            (HEADER_TYPE, report_type.value.encode()),
-            (HEADER_SCHEMA, _SCHEMA_BYTES),
-            (HEADER_RECEIVED_MS, str(received_ms).encode()),
-            (HEADER_REQUEST_ID, request_id.encode()),
-        ]
-        producer = ctx.producer
-        if producer is None:
-            raise UnavailableError("the gateway is starting or stopping")
-        deliveries = await producer.submit(topic, records, kafka_headers, received_ms)
-        waiting = True
+            authenticate(request.headers, ctx.api_keys)  # 1.
+        coding = check_content(request.headers)  # 2.
+        reports = decode(report_type, request.body, coding, ctx.limits, ctx.settings.max_errors)  # 3.
+        received_ms = received_now_ms()
+        records = encode_records(reports)  # 4.
+        record_headers = kafka_headers(report_type, received_ms, request_id)  # 5.
+        deliveries = await produce(ctx.producer, topic, records, record_headers, received_ms)  # 6.
         route_metrics.inflight.inc()
-        # Deliveries resolve on ack, failure or their batch's deadline (--produce-timeout-ms).
-        # A cancelled request (client gone) must not cancel the batch shared with others: it waits
-        # on a future of its own, settled from the batch's by a callback (asyncio.shield's job, ~1 us cheaper).
-        for delivery in deliveries:
-            if delivery.done():
-                error = delivery.result()
-            else:
-                waiter: Delivery = asyncio.get_running_loop().create_future()
-                delivery.add_done_callback(functools.partial(_forward, waiter))
-                error = await waiter
-            if isinstance(error, GatewayError):
-                raise error
-            if error is not None:
-                raise ProduceFailedError(f"Kafka did not acknowledge the reports ({type(error).__name__}); retry later")
+        try:
+            await wait_for_acks(deliveries)  # 7.
+        finally:
+            route_metrics.inflight.dec()
         response = _json(b'{"accepted":%d}' % len(records), 200, headers)
         route_metrics.accepted.inc(len(records))
     except GatewayError as exc:
         response = _error_response(exc, request_id, headers, ctx.retry_after)
-        metrics.rejected.labels(topic, exc.code).inc()
+        ctx.metrics.rejected.labels(topic, exc.code).inc()
         level = logging.INFO if exc.status >= 500 else logging.DEBUG
         if log.isEnabledFor(level):
             log.log(level, exc.message, extra={"request_id": request_id, "status": exc.status, "route": route})
-    finally:
-        if waiting:
-            route_metrics.inflight.dec()
     elapsed = time.perf_counter() - started
-    if response.status == 200:
-        route_metrics.ok.inc()
-    else:
-        metrics.requests.labels(route, str(response.status)).inc()
-    route_metrics.seconds.observe(elapsed)
+    observe(route_metrics, route, response.status, elapsed)  # 8.
     if ctx.settings.access_log:
-        access_log.info(
-            "request",
-            extra={
-                "request_id": request_id,
-                "method": request.method,
-                "path": request.path,
-                "status": response.status,
-                "duration_ms": round(elapsed * 1000, 3),
-                "bytes": len(request.body),
-            },
-        )
+        log_access(request_id, request.method, request.path, response.status, elapsed, len(request.body))
     return response
-
-
-def _forward(waiter: Delivery, delivery: Delivery) -> None:
-    """Settle a request's ``waiter`` like its batch's ``delivery`` (unless the request is gone)."""
-    if waiter.done():
-        return
-    if delivery.cancelled():
-        waiter.cancel()
-    elif (exc := delivery.exception()) is not None:
-        waiter.set_exception(exc)
-    else:
-        waiter.set_result(delivery.result())
 
 
 def _make_ingest_handler(report_type: ReportType, route: str) -> Callable[[GatewayRequest], Any]:
@@ -391,7 +304,7 @@ async def _before_start(app: GatewayApp) -> None:
         ctx.snapshots.start()
     try:
         await _start_producer(ctx)
-    except BrokerUnavailableError as exc:
+    except BrokerError as exc:  # unreachable or refused: either way retried
         # Never crash a worker over the broker: serve 503 (not ready) and keep trying.
         log.error("producer not started; retrying every second", extra={"error": str(exc)})
         ctx.starter = asyncio.get_running_loop().create_task(_keep_starting(ctx))
@@ -414,9 +327,39 @@ async def _keep_starting(ctx: GatewayContext) -> None:
         await asyncio.sleep(1.0)
         try:
             await _start_producer(ctx)
-        except BrokerUnavailableError:
+        except BrokerError:
             continue
         log.info("producer started after retrying")
+
+
+async def _before_stop(app: GatewayApp) -> None:
+    """When the whole gateway stops, refuse new connections before draining the open ones.
+
+    Every worker shares one listening socket, held open by the main process until it exits: a
+    connection queued there after the workers stopped accepting would wait for nothing and then
+    be reset. So the last worker told to stop shuts it down (new connections are refused), after
+    one turn of the loop that accepts those already queued. Not when only this worker stops (a
+    restart): the others still serve on it. Open connections drain in gateway.protocol.
+    """
+    await asyncio.sleep(0)
+    if not _whole_gateway_stopping(app):
+        return
+    for info in app.state.server_info:
+        sock = info.settings.get("sock")
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RD)
+    log.info("listener closed; draining open connections", extra={"pid": os.getpid()})
+
+
+def _whole_gateway_stopping(app: GatewayApp) -> bool:
+    """True when Sanic's manager marked every HTTP worker TERMINATED (it does so before signalling each)."""
+    try:
+        states = app.m.workers.values()
+    except (AttributeError, LookupError, OSError, EOFError):  # not under Sanic's manager, or its state is gone
+        return False
+    servers = [state for state in states if state.get("server")]
+    return bool(servers) and all(state.get("state") == ProcessState.TERMINATED.name for state in servers)
 
 
 async def _after_stop(app: GatewayApp) -> None:
@@ -494,14 +437,17 @@ def create_app(
     app.add_route(_openapi, "/openapi.json", methods=["GET"], name="openapi")
     app.error_handler.add(Exception, _sanic_error)
     app.register_listener(_before_start, "before_server_start")
+    app.register_listener(_before_stop, "before_server_stop")
     app.register_listener(_after_stop, "after_server_stop")
     app.register_listener(_start_watchdog, "main_process_ready")
     return app
 
 
 def _start_watchdog(app: Sanic[Any, Any]) -> None:
-    """In the main process: restart workers that die (Sanic itself does not); exit if the shared state dies."""
-    from gateway.watchdog import WorkerWatchdog, exit_when_shared_state_lost
+    """In the main process: restart workers that die (Sanic itself does not); exit if the shared state dies;
+    stop signals only queue the stop (see gateway.watchdog)."""
+    from gateway.watchdog import WorkerWatchdog, exit_when_shared_state_lost, queue_stop_signals
 
     exit_when_shared_state_lost(app.manager, app.ctx.settings.shutdown_timeout)
+    queue_stop_signals(app.manager)
     WorkerWatchdog(app.manager).start()

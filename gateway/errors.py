@@ -1,6 +1,6 @@
 """Errors the gateway answers with. Each carries its HTTP status and a JSON-able detail.
 
-Hierarchy::
+Hierarchy (``GatewayError`` is a :class:`~footfall.errors.FootfallError`)::
 
     GatewayError                 root; ``status`` is the HTTP status it maps to
     ├── BadRequestError          400 malformed JSON or gzip/deflate stream
@@ -14,7 +14,9 @@ Hierarchy::
         ├── ProduceFailedError   Kafka failed the batch holding the reports
         └── ProduceTimeoutError  the broker did not acknowledge within --produce-timeout-ms
 
-Client faults (4xx) are never retriable; ``retriable`` is True only for 503s.
+Client faults (4xx) are never retriable; ``retriable`` is True only for 503s. A batch that
+failed in Kafka becomes its 503 in :func:`produce_failure` (through ``footfall.kafka.broker_error``,
+the one translation of the Kafka client's errors).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from __future__ import annotations
 from typing import ClassVar
 
 import msgspec
+
+from footfall.errors import BrokerOutcomeUnknownError, FootfallError
+from footfall.kafka import broker_error
 
 __all__ = [
     "REJECTION_CODES",
@@ -37,6 +42,7 @@ __all__ = [
     "UnauthorizedError",
     "UnavailableError",
     "UnsupportedMediaError",
+    "produce_failure",
 ]
 
 
@@ -51,12 +57,12 @@ class FieldError(msgspec.Struct, frozen=True, kw_only=True):
     """What was wrong, in msgspec's words: ``Expected `int`, got `str```."""
 
 
-class GatewayError(Exception):
+class GatewayError(FootfallError):
     """Root of the errors the gateway turns into HTTP answers."""
 
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal_error"
-    retriable: ClassVar[bool] = False
+    retriable = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -112,6 +118,24 @@ class BrokerDownError(UnavailableError):
 
 class ProduceFailedError(UnavailableError):
     code = "produce_failed"
+
+
+def produce_failure(error: BaseException) -> GatewayError:
+    """The 503 for a delivery that resolved to ``error`` (a GatewayError stays itself).
+
+    Kafka's errors go through ``footfall.kafka.broker_error``: an outcome-unknown failure
+    (the request left, its answer was lost) says the reports may be stored once; every
+    other failure names the Kafka error.
+    """
+    if isinstance(error, GatewayError):
+        return error
+    broker = broker_error(error)
+    if isinstance(broker, BrokerOutcomeUnknownError):
+        return ProduceFailedError(
+            "the connection to Kafka broke before it confirmed the reports; they may be stored once, "
+            "and were not sent again: retry to be sure"
+        )
+    return ProduceFailedError(f"Kafka did not acknowledge the reports ({broker.kafka_error}); retry later")
 
 
 def _codes(cls: type[GatewayError]) -> set[str]:

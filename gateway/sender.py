@@ -42,6 +42,8 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
 )
 from aiokafka.producer.sender import Sender, SendProduceReqHandler  # type: ignore[import-untyped]
 
+from footfall.errors import BrokerOutcomeUnknownError
+
 __all__ = ["OutcomeUnknownError", "install_sender"]
 
 log = logging.getLogger(__name__)
@@ -59,9 +61,14 @@ _NOT_STORED: Final = frozenset(
 
 
 class OutcomeUnknownError(KafkaError):  # type: ignore[misc]
-    """The produce request was sent and its answer never came: the batch may be stored (once)."""
+    """The produce request was sent and its answer never came: the batch may be stored (once).
+
+    A ``KafkaError`` because aiokafka's batch machinery carries it; translated to
+    :class:`~footfall.errors.BrokerOutcomeUnknownError` by ``footfall.kafka.broker_error``.
+    """
 
     retriable = False
+    footfall_error = BrokerOutcomeUnknownError
 
 
 class _ProduceHandler(SendProduceReqHandler):  # type: ignore[misc]

@@ -16,7 +16,7 @@ from msgspec import Meta
 from footfall.errors import ConfigError
 from footfall.kafka import parse_brokers
 from footfall.layout import check_topic
-from footfall.settings import SettingsParser
+from footfall.settings import LogLevel, SettingsParser
 
 __all__ = ["ENV_PREFIX", "GatewaySettings", "parse_gateway_settings"]
 
@@ -25,7 +25,6 @@ ENV_PREFIX: Final = "FOOTFALL_GATEWAY_"
 Compression = Literal["none", "gzip", "lz4", "zstd"]
 Idempotence = Literal["auto", "on", "off"]
 ProduceMode = Literal["batched", "per-report"]
-LogLevel = Literal["debug", "info", "warning", "error"]
 
 KiB: Final = 1024
 MiB: Final = 1024 * 1024

@@ -13,6 +13,12 @@ manager (a ``multiprocessing`` manager holding every worker's state).
   :func:`exit_when_shared_state_lost` makes the main process stop its workers (SIGTERM: they
   drain; SIGKILL after ``--shutdown-timeout``) and end with :class:`SharedStateLostError` — one
   line, exit 1 — so compose or systemd restart the gateway whole, never a half-dead one.
+- **Stop signals** in the main process (:func:`queue_stop_signals`): Sanic's own SIGINT/SIGTERM
+  handler stops the workers right inside the handler, and that reads and writes the shared state
+  through the connection the interrupted main loop may be in the middle of using (seen on Ctrl+C,
+  which signals the whole process group: ``TypeError: 'NoneType' object is not a mapping`` and a
+  traceback). Here the first signal only queues the stop for Sanic's main loop; a second one
+  kills the workers as Sanic's does.
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ from typing import Any, Final
 from sanic.worker.constants import ProcessState
 
 from footfall.errors import FootfallError
+from footfall.signals import ProcessSignals
 
-__all__ = ["SharedStateLostError", "WorkerWatchdog", "exit_when_shared_state_lost"]
+__all__ = ["SharedStateLostError", "WorkerWatchdog", "exit_when_shared_state_lost", "queue_stop_signals"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +74,27 @@ def exit_when_shared_state_lost(manager: Any, grace: float) -> None:
             ) from exc
 
     manager.monitor = guarded_monitor
+
+
+def queue_stop_signals(manager: Any) -> None:
+    """Make SIGINT/SIGTERM in the main process only queue the stop while Sanic's manager runs.
+
+    1. the first signal marks the manager as shutting down (the watchdog restarts nothing from
+       then on) and sends ``__TERMINATE__`` down the monitor channel: Sanic's main loop stops the
+       workers (SIGINT: they drain) at its next turn, never inside the handler;
+    2. a second signal kills the workers (``manager.kill``), as Sanic's handler does.
+    """
+    run = manager.run
+
+    def stop() -> None:
+        manager._shutting_down = True
+        manager.monitor_publisher.send("__TERMINATE__")  # one small write to a pipe: safe in a handler
+
+    def run_with_queued_stop() -> None:
+        with ProcessSignals(stop=stop, force=manager.kill):
+            run()
+
+    manager.run = run_with_queued_stop
 
 
 def _stop_workers(manager: Any, grace: float) -> None:

@@ -7,11 +7,11 @@ from typing import Annotated, Final, Literal
 import msgspec
 from msgspec import Meta
 
+from footfall.settings import LogLevel
+
 __all__ = ["ENV_PREFIX", "CompareSettings", "E2eSettings", "ProfileSettings"]
 
 ENV_PREFIX: Final = "FOOTFALL_PERF_"
-
-LogLevel = Literal["debug", "info", "warning", "error"]
 
 
 class E2eSettings(msgspec.Struct, frozen=True, kw_only=True):

@@ -15,6 +15,7 @@ import msgspec
 import pytest
 
 from footfall.kafka import HEADER_RECEIVED_MS, HEADER_REQUEST_ID, HEADER_SCHEMA, HEADER_TYPE, partition_for
+from footfall.promtext import samples, total
 from footfall.reports import encode_report
 from tests.gateway.conftest import JSON_GZIP, GatewayProcess, original_body
 from tests.gateway.test_body import gzip_bomb
@@ -22,25 +23,12 @@ from tests.gateway.test_body import gzip_bomb
 pytestmark = pytest.mark.integration
 
 
-def metric(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of ``name`` whose labels include ``labels``."""
-    total = 0.0
-    for line in text.splitlines():
-        m = re.match(r"^(\w+)(?:\{(.*)\})? (\S+)$", line)
-        if not m or m[1] != name:
-            continue
-        have = dict(re.findall(r'(\w+)="([^"]*)"', m[2] or ""))
-        if all(have.get(k) == v for k, v in labels.items()):
-            total += float(m[3])
-    return total
-
-
 def wait_metric(gw: GatewayProcess, name: str, at_least: float, timeout: float = 10.0, **labels: str) -> str:
     """Poll /metrics until ``name`` reaches ``at_least`` (worker snapshots land every second)."""
     deadline = time.monotonic() + timeout
     while True:
         text = httpx.get(gw.url + "/metrics").text
-        if metric(text, name, **labels) >= at_least or time.monotonic() > deadline:
+        if total(text, name, **labels) >= at_least or time.monotonic() > deadline:
             return text
         time.sleep(0.1)
 
@@ -122,8 +110,8 @@ async def test_concurrent_requests_share_batches(live_gateway: GatewayProcess) -
     gw = live_gateway
     topic = gw.activity_topic  # type: ignore[attr-defined]
     before = httpx.get(gw.url + "/metrics").text
-    n_before = metric(before, "footfall_gateway_batch_records_count", topic=topic)
-    r_before = metric(before, "footfall_gateway_batch_records_sum", topic=topic)
+    n_before = total(before, "footfall_gateway_batch_records_count", topic=topic)
+    r_before = total(before, "footfall_gateway_batch_records_sum", topic=topic)
     requests = 200
     limits = httpx.Limits(max_connections=64)
     async with httpx.AsyncClient(base_url=gw.url, limits=limits) as client:
@@ -135,8 +123,8 @@ async def test_concurrent_requests_share_batches(live_gateway: GatewayProcess) -
         statuses = await asyncio.gather(*(one(i) for i in range(requests)))
     assert statuses == [200] * requests
     text = wait_metric(gw, "footfall_gateway_batch_records_sum", r_before + requests * 12, topic=topic)
-    batches = metric(text, "footfall_gateway_batch_records_count", topic=topic) - n_before
-    records = metric(text, "footfall_gateway_batch_records_sum", topic=topic) - r_before
+    batches = total(text, "footfall_gateway_batch_records_count", topic=topic) - n_before
+    records = total(text, "footfall_gateway_batch_records_sum", topic=topic) - r_before
     assert records == requests * 12
     # Unshared, each request would make >= 1 batch (one user: one partition). The deterministic
     # version of this check is test_producer.py::test_requests_in_one_tick_share_one_batch_per_partition.
@@ -152,7 +140,7 @@ def test_health_readiness_metrics(live_gateway: GatewayProcess) -> None:
     for name in ("footfall_gateway_requests_total", "footfall_gateway_inflight_bytes"):
         assert f"# TYPE {name}" in text
     assert "each ready worker adds 1" in text  # the help says what the sum means
-    assert metric(text, "footfall_gateway_workers") == 2
+    assert total(text, "footfall_gateway_workers") == 2
     assert ready.json()["sender_alive"] is True
 
 
@@ -187,7 +175,7 @@ def test_metrics_have_zero_series_process_metrics_and_build_info(live_gateway: G
     ):
         assert line in text, line
     assert f'footfall_build_info{{version="{__version__}"' in text
-    pids = set(re.findall(r'^process_resident_memory_bytes\{pid="(\d+)"\} ', text, re.M))
+    pids = {s.labels["pid"] for s in samples(text) if s.name == "process_resident_memory_bytes"}
     assert len(pids) == 2, pids  # one series per worker
 
 

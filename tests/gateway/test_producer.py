@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 
 from footfall.kafka import partition_for
+from gateway.batching import BatchingProducer
 from gateway.errors import GatewayError, SaturatedError
 from gateway.metrics import GatewayMetrics
-from gateway.producer import BatchingProducer, PerReportProducer, Record
+from gateway.per_report import PerReportProducer
+from gateway.producer import Record
 from gateway.settings import GatewaySettings
 
 pytestmark = pytest.mark.integration
@@ -243,16 +245,16 @@ class _InitProducerIdAnswers:
 async def test_idempotence_probe_asks_again_on_retriable_answers(
     monkeypatch: pytest.MonkeyPatch, codes: list[int], supported: bool, asked: int
 ) -> None:
-    import gateway.producer as producer_module
+    import footfall.kafka as kafka_module
 
     answers = _InitProducerIdAnswers(codes)
-    monkeypatch.setattr(producer_module, "AIOKafkaClient", answers)
-    assert await producer_module.probe_idempotence("127.0.0.1:9", within=5.0) is supported
+    monkeypatch.setattr(kafka_module, "AIOKafkaClient", answers)
+    assert await kafka_module.probe_idempotence("127.0.0.1:9", within=5.0) is supported
     assert answers.asked == asked
 
 
 async def test_idempotence_probe_gives_up_when_the_coordinator_never_loads(monkeypatch: pytest.MonkeyPatch) -> None:
-    import gateway.producer as producer_module
+    import footfall.kafka as kafka_module
 
-    monkeypatch.setattr(producer_module, "AIOKafkaClient", _InitProducerIdAnswers([14]))
-    assert await producer_module.probe_idempotence("127.0.0.1:9", within=0.5) is False
+    monkeypatch.setattr(kafka_module, "AIOKafkaClient", _InitProducerIdAnswers([14]))
+    assert await kafka_module.probe_idempotence("127.0.0.1:9", within=0.5) is False
