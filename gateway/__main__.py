@@ -31,6 +31,7 @@ from footfall.kafka import ensure_topics, probe_idempotence, wait_for_broker
 from footfall.logs import configure_logging
 from footfall.preflight import check_directory, check_listen
 from footfall.settings import run_main
+from gateway.producer import ProducerClass
 from gateway.settings import GatewaySettings, parse_gateway_settings
 
 __all__ = ["main"]
@@ -57,14 +58,20 @@ async def _prepare(settings: GatewaySettings) -> bool:
     return supported
 
 
-def _serve(settings: GatewaySettings, idempotence: bool) -> None:
+def _serve(settings: GatewaySettings, idempotence: bool, producer_class: ProducerClass | None) -> None:
     from sanic import Sanic
     from sanic.worker.loader import AppLoader
 
     from gateway.app import create_app
     from gateway.protocol import DeadlineHttpProtocol
 
-    loader = AppLoader(factory=functools.partial(create_app, settings, idempotence=idempotence, configure_logs=True))
+    # Pickled into every spawned worker: only module-level callables (see ProducerClass).
+    factory = None if producer_class is None else functools.partial(producer_class, idempotence=idempotence)
+    loader = AppLoader(
+        factory=functools.partial(
+            create_app, settings, idempotence=idempotence, producer_factory=factory, configure_logs=True
+        )
+    )
     app = loader.load()
     app.prepare(
         host=settings.host,
@@ -79,7 +86,7 @@ def _serve(settings: GatewaySettings, idempotence: bool) -> None:
     Sanic.serve(primary=app, app_loader=loader)
 
 
-def _run(argv: Sequence[str] | None) -> int:
+def _run(argv: Sequence[str] | None, producer_class: ProducerClass | None) -> int:
     settings = parse_gateway_settings(argv)
     configure_logging(settings.log_level, "gateway")
     # The machine's refusals first: they are the operator's to fix and cost no broker wait.
@@ -109,7 +116,7 @@ def _run(argv: Sequence[str] | None) -> int:
         },
     )
     try:
-        _serve(settings, idempotence)
+        _serve(settings, idempotence, producer_class)
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise
@@ -123,10 +130,14 @@ def _run(argv: Sequence[str] | None) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, producer_class: ProducerClass | None = None) -> int:
     """Run the gateway; returns the exit code (0 after a graceful shutdown, 2 for bad flags,
-    1 when the machine or the broker refused: port in use, directory not writable, no Kafka)."""
-    return run_main(lambda: _run(argv))
+    1 when the machine or the broker refused: port in use, directory not writable, no Kafka).
+
+    ``producer_class`` makes each worker's producer (default: :class:`gateway.batching.BatchingProducer`);
+    perf passes its per-report reference (``python -m perf.references.per_report``).
+    """
+    return run_main(lambda: _run(argv, producer_class))
 
 
 if __name__ == "__main__":

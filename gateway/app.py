@@ -1,4 +1,4 @@
-"""The Sanic application: routes, request handling, lifecycle.
+"""The Sanic application: routes and request handling, built by :func:`create_app`.
 
 Per request (``POST /api/{visit,activity}/v1[/]``) the numbered steps of :mod:`gateway.ingest`
 run in order (API key, content checks, decode, re-encode, headers, produce, wait for the acks,
@@ -6,38 +6,28 @@ metrics and access log): 200 ``{"accepted": n}`` only if every batch was acknowl
 error's status (503 with Retry-After when Kafka did not take the reports).
 
 The producer is created in ``before_server_start`` (once per worker) and flushed and
-stopped in ``after_server_stop``.
+stopped in ``after_server_stop``: :mod:`gateway.lifecycle`. A worker's state: :mod:`gateway.context`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import gc
-import itertools
+import functools
 import logging
 import os
 import re
-import socket
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Final
 
 import msgspec
-from sanic import Request, Sanic
-from sanic.config import Config
+from sanic import Sanic
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse
-from sanic.worker.constants import ProcessState
 
-from footfall.errors import BrokerError
-from footfall.logs import configure_logging
-from footfall.metrics import SnapshotWriter, collect
+from footfall.metrics import collect
 from footfall.reports import ReportType
-from gateway.batching import create_producer
-from gateway.body import BodyLimits
+from gateway.batching import BatchingProducer
+from gateway.context import GatewayApp, GatewayContext, GatewayRequest, ProducerFactory
 from gateway.errors import GatewayError, ReportValidationError
 from gateway.ingest import (
     RouteMetrics,
@@ -52,12 +42,11 @@ from gateway.ingest import (
     received_now_ms,
     wait_for_acks,
 )
-from gateway.metrics import GatewayMetrics
-from gateway.openapi import API_ROUTES, ErrorBody, build_openapi
-from gateway.producer import ReportProducer
+from gateway.lifecycle import after_stop, before_start, before_stop, start_watchdog
+from gateway.openapi import API_ROUTES, ErrorBody
 from gateway.settings import GatewaySettings
 
-__all__ = ["APP_NAME", "GatewayApp", "GatewayContext", "GatewayRequest", "ProducerFactory", "create_app"]
+__all__ = ["APP_NAME", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -65,51 +54,10 @@ APP_NAME: Final = "footfall_gateway"
 _JSON: Final = "application/json"
 _REQUEST_ID_RE: Final = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _ENCODER: Final = msgspec.json.Encoder()
-#: /readyz stays false this long after a worker started: Sanic 25.12's manager hangs if SIGTERM arrives
-#: before it has seen every worker's start-up ack, and it polls for acks every 0.1 s.
-_READY_GRACE: Final = 0.5
 _CORS_HEADERS: Final = "Content-Type, Content-Encoding, Authorization, X-API-Key, X-Request-ID"
 _ROUTES_HINT: Final = (
     "reports go to POST /api/visit/v1 or /api/activity/v1; GET /healthz, /readyz, /metrics, /openapi.json"
 )
-
-ProducerFactory = Callable[[GatewaySettings, GatewayMetrics], ReportProducer]
-
-
-class GatewayContext:
-    """Per-worker state (``app.ctx``); the producer and snapshot writer exist once the server starts."""
-
-    def __init__(self, settings: GatewaySettings, producer_factory: ProducerFactory) -> None:
-        self.settings = settings
-        self.producer_factory = producer_factory
-        self.metrics = GatewayMetrics()
-        self.metrics.declare((settings.visit_topic, settings.activity_topic), [path for _, path in API_ROUTES])
-        self.producer: ReportProducer | None = None
-        self.snapshots: SnapshotWriter | None = None
-        self.metrics_dir = Path(settings.metrics_dir) if settings.metrics_dir else None
-        self.limits = BodyLimits(
-            max_body_bytes=settings.max_body_bytes,
-            max_decompressed_bytes=settings.max_decompressed_bytes,
-            max_expansion_ratio=settings.max_expansion_ratio,
-        )
-        self.api_keys = tuple(k.encode() for k in settings.api_keys)
-        self.cors_any = "*" in settings.cors_origins
-        self.cors_origins = frozenset(settings.cors_origins)
-        self.produce_timeout = settings.produce_timeout_ms / 1000
-        self.retry_after = str(settings.retry_after)
-        self.openapi = _ENCODER.encode(build_openapi(api_keys=bool(settings.api_keys)))
-        # Request ids without a syscall per request: a random per-worker prefix and a counter.
-        self.id_prefix = os.urandom(4).hex() + "-"
-        self.id_counter = itertools.count(1)
-        self.configure_logs = False
-        self.started_at = float("inf")
-        self.ready_grace = _READY_GRACE
-        self.starter: asyncio.Task[None] | None = None
-        self.route_metrics: dict[str, RouteMetrics] = {}
-
-
-GatewayApp = Sanic[Config, GatewayContext]
-GatewayRequest = Request[GatewayApp, SimpleNamespace]
 
 
 def _request_id(request: GatewayRequest, ctx: GatewayContext) -> str:
@@ -294,95 +242,6 @@ def _sanic_error(request: GatewayRequest, exc: Exception) -> HTTPResponse:
     return _json(_ENCODER.encode(body), status, headers)
 
 
-async def _before_start(app: GatewayApp) -> None:
-    ctx = app.ctx
-    settings = ctx.settings
-    if ctx.configure_logs:
-        configure_logging(settings.log_level, "gateway")
-    if ctx.metrics_dir is not None:
-        ctx.snapshots = SnapshotWriter(ctx.metrics.registry, ctx.metrics_dir)
-        ctx.snapshots.start()
-    try:
-        await _start_producer(ctx)
-    except BrokerError as exc:  # unreachable or refused: either way retried
-        # Never crash a worker over the broker: serve 503 (not ready) and keep trying.
-        log.error("producer not started; retrying every second", extra={"error": str(exc)})
-        ctx.starter = asyncio.get_running_loop().create_task(_keep_starting(ctx))
-    # Start-up objects (Sanic, aiokafka, routes) are long-lived: freeze them out of the cyclic GC,
-    # which the ~100 short-lived objects of every request trigger (decode: 6.5 -> 5.1 us measured).
-    gc.collect()
-    gc.freeze()
-    log.info("worker ready", extra={"pid": os.getpid(), "producer": ctx.producer is not None})
-
-
-async def _start_producer(ctx: GatewayContext) -> None:
-    producer = ctx.producer_factory(ctx.settings, ctx.metrics)
-    await producer.start()
-    ctx.producer = producer
-    ctx.started_at = time.monotonic()
-
-
-async def _keep_starting(ctx: GatewayContext) -> None:
-    while ctx.producer is None:
-        await asyncio.sleep(1.0)
-        try:
-            await _start_producer(ctx)
-        except BrokerError:
-            continue
-        log.info("producer started after retrying")
-
-
-async def _before_stop(app: GatewayApp) -> None:
-    """When the whole gateway stops, refuse new connections before draining the open ones.
-
-    Every worker shares one listening socket, held open by the main process until it exits: a
-    connection queued there after the workers stopped accepting would wait for nothing and then
-    be reset. So the last worker told to stop shuts it down (new connections are refused), after
-    one turn of the loop that accepts those already queued. Not when only this worker stops (a
-    restart): the others still serve on it. Open connections drain in gateway.protocol.
-    """
-    await asyncio.sleep(0)
-    if not _whole_gateway_stopping(app):
-        return
-    for info in app.state.server_info:
-        sock = info.settings.get("sock")
-        if isinstance(sock, socket.socket):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RD)
-    log.info("listener closed; draining open connections", extra={"pid": os.getpid()})
-
-
-def _whole_gateway_stopping(app: GatewayApp) -> bool:
-    """True when Sanic's manager marked every HTTP worker TERMINATED (it does so before signalling each)."""
-    try:
-        states = app.m.workers.values()
-    except (AttributeError, LookupError, OSError, EOFError):  # not under Sanic's manager, or its state is gone
-        return False
-    servers = [state for state in states if state.get("server")]
-    return bool(servers) and all(state.get("state") == ProcessState.TERMINATED.name for state in servers)
-
-
-async def _after_stop(app: GatewayApp) -> None:
-    ctx = app.ctx
-    if ctx.starter is not None:
-        ctx.starter.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await ctx.starter
-    producer, ctx.producer = ctx.producer, None
-    if producer is not None:
-        await producer.stop(ctx.settings.shutdown_timeout)
-    if ctx.snapshots is not None:
-        await ctx.snapshots.stop()
-    log.info("worker stopped", extra={"pid": os.getpid()})
-
-
-def _default_producer_factory(idempotence: bool) -> ProducerFactory:
-    def factory(settings: GatewaySettings, metrics: GatewayMetrics) -> ReportProducer:
-        return create_producer(settings, metrics, idempotence=idempotence)
-
-    return factory
-
-
 def create_app(
     settings: GatewaySettings,
     *,
@@ -396,11 +255,12 @@ def create_app(
     Args:
         settings: the process settings.
         idempotence: enable the idempotent producer (resolved by the main process from ``--idempotence``).
-        producer_factory: makes the worker's producer; tests pass a fake. Default: aiokafka.
+        producer_factory: makes the worker's producer; tests pass a fake, ``python -m gateway`` a
+            :class:`~gateway.producer.ProducerClass` bound to ``idempotence``. Default: BatchingProducer.
         name: Sanic app name (unique per process).
         configure_logs: set up JSON logging in the worker (``python -m gateway`` does; tests do not).
     """
-    ctx = GatewayContext(settings, producer_factory or _default_producer_factory(idempotence))
+    ctx = GatewayContext(settings, producer_factory or functools.partial(BatchingProducer, idempotence=idempotence))
     ctx.configure_logs = configure_logs
     app: GatewayApp = Sanic(name, ctx=ctx, configure_logging=False)
     app.config.REQUEST_MAX_SIZE = settings.max_body_bytes
@@ -436,18 +296,8 @@ def create_app(
     app.add_route(_metrics, "/metrics", methods=["GET"], name="metrics")
     app.add_route(_openapi, "/openapi.json", methods=["GET"], name="openapi")
     app.error_handler.add(Exception, _sanic_error)
-    app.register_listener(_before_start, "before_server_start")
-    app.register_listener(_before_stop, "before_server_stop")
-    app.register_listener(_after_stop, "after_server_stop")
-    app.register_listener(_start_watchdog, "main_process_ready")
+    app.register_listener(before_start, "before_server_start")
+    app.register_listener(before_stop, "before_server_stop")
+    app.register_listener(after_stop, "after_server_stop")
+    app.register_listener(start_watchdog, "main_process_ready")
     return app
-
-
-def _start_watchdog(app: Sanic[Any, Any]) -> None:
-    """In the main process: restart workers that die (Sanic itself does not); exit if the shared state dies;
-    stop signals only queue the stop (see gateway.watchdog)."""
-    from gateway.watchdog import WorkerWatchdog, exit_when_shared_state_lost, queue_stop_signals
-
-    exit_when_shared_state_lost(app.manager, app.ctx.settings.shutdown_timeout)
-    queue_stop_signals(app.manager)
-    WorkerWatchdog(app.manager).start()

@@ -46,10 +46,10 @@ from footfall.errors import BrokerError, BrokerUnavailableError
 from footfall.kafka import kafka_error_name, partition_for
 from gateway.errors import produce_failure
 from gateway.metrics import GatewayMetrics
-from gateway.producer import RECORD_OVERHEAD, Delivery, Headers, KafkaProducerBase, Record, ReportProducer
+from gateway.producer import RECORD_OVERHEAD, Delivery, Headers, KafkaProducerBase, Record
 from gateway.settings import GatewaySettings
 
-__all__ = ["BatchingProducer", "create_producer"]
+__all__ = ["BatchingProducer"]
 
 log = logging.getLogger(__name__)
 
@@ -190,12 +190,3 @@ class BatchingProducer(KafkaProducerBase):
         self._release(batch.nbytes)
         if not batch.future.done():
             batch.future.set_result(error)
-
-
-def create_producer(settings: GatewaySettings, metrics: GatewayMetrics, *, idempotence: bool) -> ReportProducer:
-    """The producer for ``settings.produce_mode`` (``batched``, or the ``per-report`` reference)."""
-    if settings.produce_mode == "per-report":
-        from gateway.per_report import PerReportProducer  # a perf reference: not loaded otherwise
-
-        return PerReportProducer(settings, metrics, idempotence=idempotence)
-    return BatchingProducer(settings, metrics, idempotence=idempotence)

@@ -6,7 +6,9 @@
 - :class:`KafkaProducerBase` holds what every implementation shares: the aiokafka producer's
   life cycle (with the safe sender of :mod:`gateway.sender`), partition counts, the in-flight
   byte cap, readiness, and the broker probe. How records become batches is the subclass's:
-  :class:`gateway.batching.BatchingProducer` (the gateway's), and perf's per-report reference.
+  :class:`gateway.batching.BatchingProducer` (the gateway's), and perf's per-report reference
+  (``perf/references/per_report.py``). :class:`ProducerClass` is what makes one: ``python -m gateway``
+  uses BatchingProducer; ``gateway.__main__.main(argv, producer_class=...)`` runs the gateway with another.
 
 Delivery semantics: ``submit`` returns futures that resolve to ``None`` only once the broker
 acknowledged (``acks=all``) the records, or to the error (always within ``--produce-timeout-ms``).
@@ -43,7 +45,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.sender import install_sender
 from gateway.settings import GatewaySettings
 
-__all__ = ["RECORD_OVERHEAD", "Delivery", "Headers", "KafkaProducerBase", "Record", "ReportProducer"]
+__all__ = ["RECORD_OVERHEAD", "Delivery", "Headers", "KafkaProducerBase", "ProducerClass", "Record", "ReportProducer"]
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,15 @@ class ReportProducer(Protocol):
         ...
 
 
+class ProducerClass(Protocol):
+    """What makes a worker's producer (a :class:`KafkaProducerBase` subclass satisfies it).
+
+    It must be importable by name: the gateway's worker processes are spawned and unpickle it.
+    """
+
+    def __call__(self, settings: GatewaySettings, metrics: GatewayMetrics, *, idempotence: bool) -> ReportProducer: ...
+
+
 class KafkaProducerBase:
     """aiokafka life cycle, broker probing, partition counts and in-flight accounting.
 
@@ -173,14 +184,17 @@ class KafkaProducerBase:
         """Connect, learn partition counts, start the broker probe. Idempotent."""
         if self._producer is not None:
             return
-        s = self._settings
         self._producer = await self._start_kafka_producer()
         self._settled = asyncio.Event()
         self._settled.set()
         self._probe_task = asyncio.get_running_loop().create_task(self._probe_loop())
         log.info(
             "producer started",
-            extra={"partitions": self._partition_counts, "idempotence": self._idempotence, "mode": s.produce_mode},
+            extra={
+                "partitions": self._partition_counts,
+                "idempotence": self._idempotence,
+                "producer": type(self).__name__,
+            },
         )
 
     async def _start_kafka_producer(self) -> Any:

@@ -20,7 +20,7 @@ Here, from that call on:
    sent at that moment is answered (with ``Connection: close``), not reset; then it is closed.
 
 New connections are refused meanwhile: the shared listening socket is shut down when the whole
-gateway stops (``gateway.app._before_stop``).
+gateway stops (``gateway.lifecycle.before_stop``).
 """
 
 from __future__ import annotations

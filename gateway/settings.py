@@ -24,7 +24,6 @@ ENV_PREFIX: Final = "FOOTFALL_GATEWAY_"
 
 Compression = Literal["none", "gzip", "lz4", "zstd"]
 Idempotence = Literal["auto", "on", "off"]
-ProduceMode = Literal["batched", "per-report"]
 
 KiB: Final = 1024
 MiB: Final = 1024 * 1024
@@ -112,10 +111,6 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
     metrics_dir: Annotated[
         str, Meta(description="directory for per-worker metric snapshots; empty = a fresh temporary one")
     ] = ""
-    produce_mode: Annotated[
-        ProduceMode,
-        Meta(description="internal: 'per-report' = send() per report then gather (a perf reference only)"),
-    ] = "batched"
 
     @property
     def worker_count(self) -> int:
