@@ -15,7 +15,7 @@ Each repeat runs, in this order:
 3. ``rate25``, ``rate50``, ``rate80`` — a fresh stack each, the bench in the open model at that
    percentage of this repeat's maximum requests/s;
 4. ``per_report`` — a fresh stack whose gateway sends one ``send()`` per report
-   (``--produce-mode per-report``), closed loop (a reference: what batching buys).
+   (:mod:`perf.references.per_report`), closed loop (a reference: what batching buys).
 
 Every phase gets a fresh stack so that its records can be verified on their own (``bench
 verify`` counts any report it cannot explain as unexpected) and no backlog carries over.
@@ -200,9 +200,9 @@ class Runner:
         bench_args: Sequence[str],
         *,
         offered: float | None = None,
-        gateway_args: Sequence[str] = (),
+        gateway_module: str = "gateway",
     ) -> dict[str, Any]:
-        """Run one phase on a fresh stack and return its figures."""
+        """Run one phase on a fresh stack (its gateway run as ``python -m gateway_module``); its figures."""
         s = self.settings
         seed = 1000 * (repeat + 1) + len(self.phases) + 1
         directory = self.work / f"r{repeat}-{name}"
@@ -214,7 +214,8 @@ class Runner:
             partitions=s.partitions,
             gateway_workers=s.gateway_workers,
             sink_workers=s.sink_workers,
-            gateway_args=(*s.gateway_args, *gateway_args, "--log-level", s.log_level),
+            gateway_module=gateway_module,
+            gateway_args=(*s.gateway_args, "--log-level", s.log_level),
             sink_args=(*s.sink_args, "--log-level", s.log_level),
         )
         run_file = directory / "run.json"
@@ -450,21 +451,10 @@ def _repeat(runner: Runner, repeat: int) -> dict[str, Any]:
         out["phases"][name] = figures
         _say(_line(tag, name, figures))
     if not s.skip_references:
-        if _gateway_has_per_report():
-            figures = runner.phase(repeat, "per_report", closed, gateway_args=("--produce-mode", "per-report"))
-            out["phases"]["per_report"] = figures
-            _say(_line(tag, "per_report", figures))
-        else:
-            runner.skipped["per_report"] = "the gateway has no --produce-mode per-report"
+        figures = runner.phase(repeat, "per_report", closed, gateway_module="perf.references.per_report")
+        out["phases"]["per_report"] = figures
+        _say(_line(tag, "per_report", figures))
     return out
-
-
-def _gateway_has_per_report() -> bool:
-    try:
-        from gateway.settings import GatewaySettings
-    except ImportError:
-        return False
-    return "produce_mode" in GatewaySettings.__struct_fields__
 
 
 def _line(tag: str, name: str, f: Mapping[str, Any]) -> str:

@@ -5,7 +5,7 @@ connections) posting the original client's request (12 visits, gzip'd JSON array
 
 - ``bare``: perf/references/bare_sanic.py, reads the body and answers 200 (the ceiling);
 - ``gateway``: ``python -m gateway`` (batched produce, acks=all, embedded broker);
-- ``per-report``: ``python -m gateway --produce-mode per-report`` (``send()`` per report, then gather).
+- ``per-report``: ``python -m perf.references.per_report`` (the gateway with ``send()`` per report, then gather).
 
 Repeats are interleaved (bare, gateway, per-report, bare, ...) and medians reported, because
 these machines are noisy. CPU per request is read from /proc/<pid>/stat (utime+stime) of each
@@ -310,10 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with EmbeddedBroker(log_path=work / "broker.log") as broker:
         py = sys.executable
-        gateway = [
-            py,
-            "-m",
-            "gateway",
+        gateway_flags = [
             "--brokers",
             broker.bootstrap,
             "--workers",
@@ -322,10 +319,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "warning",
             *args.gateway_args.split(),
         ]
+        gateway = [py, "-m", "gateway", *gateway_flags]
         all_targets = {
             "bare": Target("bare", [py, "-m", "perf.references.bare_sanic", "--workers", str(args.workers)], 0),
             "gateway": Target("gateway", gateway, 0),
-            "per-report": Target("per-report", [*gateway, "--produce-mode", "per-report"], 0),
+            "per-report": Target("per-report", [py, "-m", "perf.references.per_report", *gateway_flags], 0),
         }
         for variant in args.variant:
             name, _, extra = variant.partition("=")

@@ -69,6 +69,7 @@ class StackConfig:
     sink_workers: int = 2
     dashboard: bool = True
     log_directory: Path | None = None
+    gateway_module: str = "gateway"  # run as `python -m` with the gateway's flags (perf: its per-report reference)
     gateway_args: Sequence[str] = ()
     sink_args: Sequence[str] = ()
     dashboard_args: Sequence[str] = ()
@@ -187,7 +188,7 @@ class Stack(StartStop):
             ]
         else:
             raise FootfallError(f"unknown role {role!r}")
-        return [sys.executable, "-m", role, *args]
+        return [sys.executable, "-m", c.gateway_module if role == "gateway" else role, *args]
 
     def start_role(self, role: str, timeout: float = 60.0) -> subprocess.Popen[bytes]:
         """Start (or restart) one role and wait until it is ready (see the module docstring)."""

@@ -258,7 +258,7 @@ async def test_worker_survives_a_broker_down_at_start(fake_app: Any) -> None:
     import time
 
     from footfall.errors import BrokerUnavailableError
-    from gateway.app import _after_stop, _before_start
+    from gateway.lifecycle import after_stop, before_start
 
     app, producer = fake_app()
     attempts = []
@@ -270,11 +270,11 @@ async def test_worker_survives_a_broker_down_at_start(fake_app: Any) -> None:
         producer.started = True
 
     producer.start = flaky_start  # type: ignore[method-assign]
-    await _before_start(app)
+    await before_start(app)
     assert app.ctx.producer is None  # serving 503 / not ready meanwhile, not crashed
     deadline = time.monotonic() + 5
     while app.ctx.producer is None and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     assert app.ctx.producer is producer and len(attempts) == 2
-    await _after_stop(app)
+    await after_stop(app)
     assert producer.stopped

@@ -56,6 +56,7 @@ def test_bad_env_names_flag_and_env(capsys: pytest.CaptureFixture[str]) -> None:
         (["--compression", "snappy"], "--compression"),
         (["--idempotence", "maybe"], "--idempotence"),
         (["--bogus"], "--bogus"),
+        (["--produce-mode", "per-report"], "--produce-mode"),  # a perf reference now: perf/references/per_report.py
     ],
 )
 def test_process_exit_code_2(argv: list[str], flag: str) -> None:

@@ -12,9 +12,9 @@ from footfall.kafka import partition_for
 from gateway.batching import BatchingProducer
 from gateway.errors import GatewayError, SaturatedError
 from gateway.metrics import GatewayMetrics
-from gateway.per_report import PerReportProducer
 from gateway.producer import Record
 from gateway.settings import GatewaySettings
+from perf.references.per_report import PerReportProducer
 
 pytestmark = pytest.mark.integration
 
