@@ -16,10 +16,11 @@ from typing import Any, NamedTuple
 import pytest
 
 from footfall.generator import DEFAULT_START_DATE, day_start_ms, original_visits, user_id
+from footfall.layout import MS_PER_DAY
 from footfall.reports import ReportType, decode_report, encode_report
 from sink.checkpoint import CheckpointStore
 from sink.poison import PoisonCheck
-from sink.writer import MS_PER_DAY, PartitionWriter
+from sink.writer import PartitionWriter
 
 BATCH = 1000
 

@@ -47,6 +47,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from footfall import promtext
 from footfall.generator import day_start_ms, original_visits, user_id
 from footfall.kafka import HEADER_RECEIVED_MS, HEADER_REQUEST_ID, HEADER_SCHEMA, HEADER_TYPE, ensure_topics
 from footfall.reports import encode_report
@@ -276,12 +277,7 @@ def run_sink(brokers: str, topic: str, records: int, tmp: Path, extra: list[str]
 
 
 def _percentiles(text: str, name: str) -> dict[str, float]:
-    buckets: list[tuple[float, float]] = []
-    for line in text.splitlines():
-        if line.startswith(name + "_bucket"):
-            le = line.split('le="', 1)[1].split('"', 1)[0]
-            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
-    buckets.sort()
+    buckets = sorted((float(s.labels["le"]), s.value) for s in promtext.samples(text) if s.name == name + "_bucket")
     total = buckets[-1][1] if buckets else 0
     out: dict[str, float] = {"count": total}
     for q in (0.5, 0.9, 0.99):

@@ -11,12 +11,16 @@ Start-up (each failure is one clear line and exit code 2 for configuration, 1 ot
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from types import FrameType
+from typing import Final
 
+from footfall.backoff import Backoff
 from footfall.errors import BrokerUnavailableError
 from footfall.kafka import ensure_topics, wait_for_broker
 from footfall.logs import configure_logging
@@ -27,17 +31,34 @@ __all__ = ["main"]
 
 log = logging.getLogger("sink")
 
+#: Retries of the side topics' creation while a node is away (within --broker-timeout).
+_TOPICS_BACKOFF: Final = Backoff(0.5, 5.0)
+
 
 async def prepare_topics(settings: SinkSettings) -> None:
     """Wait for the cluster and create the side topics (retry, DLQ) that are missing.
 
+    A node that dies meanwhile (the one the admin client asked: seen on Apache Kafka as
+    ``NodeNotReadyError`` while a second sink started during a failover) is a reason to ask
+    again, until ``--broker-timeout`` has passed since start-up.
+
     Raises:
         BrokerUnavailableError: Kafka did not answer within ``--broker-timeout``.
     """
+    deadline = time.monotonic() + settings.broker_timeout
     await wait_for_broker(settings.brokers, settings.broker_timeout)
     topics = [t for ts in settings.group_topics().values() for t in ts]
     side = [name for t in topics for name in (retry_topic(t), dlq_topic(t))]
-    await ensure_topics(settings.brokers, side, settings.side_topic_partitions, settings.replication_factor)
+    for attempt in itertools.count(1):
+        try:
+            await ensure_topics(settings.brokers, side, settings.side_topic_partitions, settings.replication_factor)
+            return
+        except BrokerUnavailableError as exc:
+            delay = _TOPICS_BACKOFF.delay(attempt)
+            if time.monotonic() + delay >= deadline:
+                raise
+            log.warning("cannot create the side topics yet; retrying", extra={"error": str(exc), "delay_s": delay})
+            await asyncio.sleep(delay)
 
 
 class _StartupInterruptedError(Exception):

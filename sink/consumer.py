@@ -12,18 +12,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
 from aiokafka.abc import ConsumerRebalanceListener  # type: ignore[import-untyped]
-from aiokafka.errors import IllegalStateError, KafkaError, KafkaTimeoutError  # type: ignore[import-untyped]
+from aiokafka.errors import (  # type: ignore[import-untyped]
+    IllegalStateError,
+    InvalidSessionTimeoutError,
+    KafkaError,
+    KafkaTimeoutError,
+)
 
 from footfall.kafka import parse_brokers
+from sink.errors import SessionTimeoutRefusedError
 
-__all__ = ["KafkaRecord", "SinkConsumer", "TopicPartition"]
+__all__ = ["KafkaRecord", "SinkConsumer", "TopicPartition", "client_id", "tp_name"]
 
 log = logging.getLogger(__name__)
+
+#: How often the group member refreshes its topics' metadata. A change in their partitions
+#: (a topic deleted, or created again) makes the group rebalance, and recovery on the new
+#: assignment compares each checkpoint with the log (sink.drift): within seconds, not minutes.
+_METADATA_MAX_AGE_MS: Final = 10_000
 
 
 class KafkaRecord(Protocol):
@@ -43,6 +56,16 @@ class KafkaRecord(Protocol):
     def value(self) -> bytes | None: ...
     @property
     def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
+def client_id() -> str:
+    """``footfall-sink-<host>-<pid>``: how this process's Kafka clients name themselves to the brokers."""
+    return f"footfall-sink-{socket.gethostname()}-{os.getpid()}"
+
+
+def tp_name(tp: TopicPartition) -> str:
+    """``topic[partition]``: how logs and messages name a topic partition."""
+    return f"{tp.topic}[{tp.partition}]"
 
 
 TPs = list[TopicPartition]
@@ -82,6 +105,7 @@ class SinkConsumer:
         client_id: str = "footfall-sink",
     ) -> None:
         session_ms = int(session_timeout * 1000)
+        self._session_timeout = session_timeout
         self._consumer: Any = AIOKafkaConsumer(
             bootstrap_servers=parse_brokers(brokers),
             group_id=group,
@@ -94,6 +118,9 @@ class SinkConsumer:
             max_partition_fetch_bytes=fetch_max_bytes,
             fetch_max_bytes=max(fetch_max_bytes * 4, 50 << 20),
             fetch_max_wait_ms=100,
+            # aiokafka looks at its topics' metadata every 5 min by default: a topic deleted and
+            # created again would go unassigned (and so unchecked, sink.drift) that long.
+            metadata_max_age_ms=_METADATA_MAX_AGE_MS,
         )
         self._topics = list(topics)
         self._listener = _Listener(on_revoked, on_assigned)
@@ -103,7 +130,14 @@ class SinkConsumer:
 
     async def start(self) -> None:
         self._consumer.subscribe(self._topics, listener=self._listener)
-        await self._consumer.start()
+        try:
+            await self._consumer.start()
+        except InvalidSessionTimeoutError as exc:
+            raise SessionTimeoutRefusedError(
+                f"the brokers refuse --session-timeout {self._session_timeout:g}: it must lie within their "
+                "group.min.session.timeout.ms and group.max.session.timeout.ms (6 s and 30 min by default); "
+                "choose a --session-timeout in that range"
+            ) from exc
 
     async def stop(self) -> None:
         dead_fetcher = self.fetcher_error() is not None
@@ -201,7 +235,7 @@ class SinkConsumer:
             while len(found) < len(starts):
                 remaining = deadline - loop.time()
                 if remaining <= 0:
-                    missing = sorted(f"{tp.topic}[{tp.partition}]" for tp in starts if tp not in found)
+                    missing = sorted(tp_name(tp) for tp in starts if tp not in found)
                     raise KafkaTimeoutError(f"no record fetched within {within:g}s from {', '.join(missing)}")
                 wanted = [tp for tp in starts if tp not in found]
                 batch = await probe.getmany(*wanted, timeout_ms=int(min(remaining, 1.0) * 1000))

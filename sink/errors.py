@@ -7,6 +7,7 @@ Hierarchy::
         ├── RecoveryError        the record directory disagrees with its checkpoint; a human must look
         │   └── CheckpointError  one partition's checkpoint is invalid: that partition waits for a human
         ├── WorkerStalledError   a worker's fetcher died, or it holds partitions with lag and fetches nothing
+        ├── SessionTimeoutRefusedError  the brokers refuse --session-timeout: a human must change it
         ├── SegmentWriteError    retriable: writing or fsyncing a segment failed (ENOSPC, EIO, EACCES...)
         │   └── SegmentLostError the open segment was deleted or replaced under the sink
         └── SideTopicError       retriable: a DLQ or retry topic did not acknowledge a record
@@ -19,6 +20,7 @@ supervisor restarts every code but :data:`EXIT_DO_NOT_RESTART`, which stops the 
 
 from __future__ import annotations
 
+import errno as errno_mod
 from pathlib import Path
 
 from footfall.errors import FootfallError
@@ -30,6 +32,7 @@ __all__ = [
     "RecoveryError",
     "SegmentLostError",
     "SegmentWriteError",
+    "SessionTimeoutRefusedError",
     "SideTopicError",
     "SinkError",
     "WorkerStalledError",
@@ -73,6 +76,13 @@ class CheckpointError(RecoveryError):
         self.reason = reason
 
 
+class SessionTimeoutRefusedError(SinkError):
+    """The group coordinator refuses ``--session-timeout`` (outside the brokers'
+    ``group.min/max.session.timeout.ms``): every restart would be refused the same way."""
+
+    exit_code = EXIT_DO_NOT_RESTART
+
+
 class WorkerStalledError(SinkError):
     """The worker cannot make progress by itself (dead fetch task, or no record fetched for
     ``--stall-timeout`` while its partitions have lag): a fresh process can."""
@@ -88,6 +98,11 @@ class SegmentWriteError(SinkError):
     def __init__(self, message: str, errno: int | None = None) -> None:
         super().__init__(message)
         self.errno = errno
+
+    @property
+    def errno_name(self) -> str:
+        """``ENOSPC``, ``EIO``...: the ``errno`` label of ``footfall_sink_write_errors_total``."""
+        return errno_mod.errorcode.get(self.errno or 0, "unknown")
 
 
 class SegmentLostError(SegmentWriteError):

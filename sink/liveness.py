@@ -27,7 +27,7 @@ from typing import Final
 
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
-from sink.consumer import SinkConsumer, TopicPartition
+from sink.consumer import SinkConsumer, TopicPartition, tp_name
 from sink.errors import WorkerStalledError
 from sink.instruments import SinkMetrics
 
@@ -37,10 +37,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two checks at most (shorter for a short --stall-timeout).
 _INTERVAL_MAX: Final = 5.0
-
-
-def _name(tp: TopicPartition) -> str:
-    return f"{tp.topic}[{tp.partition}]"
 
 
 class Liveness:
@@ -125,6 +121,6 @@ class Liveness:
             idle = now - self._active.get(tp, now)
             if idle >= self.stall_timeout:
                 raise WorkerStalledError(
-                    f"{_name(tp)}: no record fetched for {idle:.0f}s while {lag} records wait "
+                    f"{tp_name(tp)}: no record fetched for {idle:.0f}s while {lag} records wait "
                     f"(--stall-timeout {self.stall_timeout:g}); restarting the worker"
                 )

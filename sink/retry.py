@@ -1,69 +1,32 @@
-"""Side topics: ``<topic>.dlq`` for poison records, ``<topic>.retry`` for parked batches.
+"""The retry topic: parking batches that cannot be written, and landing them later, once each.
 
-Both carry the source record's key, value, timestamp and headers, plus:
+Once a partition's writes have failed for ``--write-retry-timeout`` (:mod:`sink.failures`),
+its records are *parked* on ``<topic>.retry`` instead of landed (:meth:`RetryTopic.park`):
+poison goes to ``<topic>.dlq`` as usual, the rest is sent (acks=all) and its offsets are
+settled in the source checkpoint as parked ranges. The same consumer group consumes
+``<topic>.retry`` and lands each parked record in the topic's files
+(:meth:`RetryTopic.landable`), exactly once, whatever order copies arrive in: the source
+partition's checkpoint decides (:func:`lander_decision`).
 
-- ``ff-source-topic``, ``ff-source-partition``, ``ff-source-offset`` (ASCII);
-- on the DLQ, ``ff-error``: why the record was rejected.
-
-Delivery: every send is acknowledged by all in-sync replicas (``acks=all``) before the
-sink treats the source offset as settled; a failed send is retried until acknowledged
-(or the worker stops, in which case the source offset is not settled and the record is
-consumed again). Hence the DLQ is at-least-once. The retry topic may also hold a record
-twice (parked again after a crash); the retry lander lands each source offset once
-(see :func:`lander_decision`), whatever order the copies arrive in.
+The sends themselves, their headers and the DLQ are :mod:`sink.side_topics`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import Sequence
-from typing import Any, Final, Literal
+from collections.abc import Callable
+from typing import Literal
 
-from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
-from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
-
-from footfall.kafka import parse_brokers
-from sink.checkpoint import Checkpoint, ranges_contain
+from sink.checkpoint import Checkpoint, CheckpointStore, ranges_contain
 from sink.consumer import KafkaRecord
-from sink.errors import SideTopicError
-from sink.settings import dlq_topic, retry_topic
+from sink.errors import CheckpointError
+from sink.instruments import SinkMetrics
+from sink.poison import CheckResult
+from sink.side_topics import SideProducer, source_of
+from sink.writer import PartitionWriter
 
-__all__ = [
-    "HEADER_ERROR",
-    "HEADER_SOURCE_OFFSET",
-    "HEADER_SOURCE_PARTITION",
-    "HEADER_SOURCE_TOPIC",
-    "SideProducer",
-    "lander_decision",
-    "source_of",
-]
-
-log = logging.getLogger(__name__)
-
-HEADER_ERROR: Final = "ff-error"
-HEADER_SOURCE_TOPIC: Final = "ff-source-topic"
-HEADER_SOURCE_PARTITION: Final = "ff-source-partition"
-HEADER_SOURCE_OFFSET: Final = "ff-source-offset"
-_OWN_HEADERS: Final = frozenset({HEADER_ERROR, HEADER_SOURCE_TOPIC, HEADER_SOURCE_PARTITION, HEADER_SOURCE_OFFSET})
-
-
-def source_of(record: KafkaRecord) -> tuple[int, int] | None:
-    """(source partition, source offset) of a parked record, None if the headers are missing."""
-    partition = offset = None
-    for key, value in record.headers:
-        if key == HEADER_SOURCE_PARTITION:
-            partition = value
-        elif key == HEADER_SOURCE_OFFSET:
-            offset = value
-    if partition is None or offset is None or not partition.isdigit() or not offset.isdigit():
-        return None
-    return int(partition), int(offset)
-
+__all__ = ["Decision", "RetryTopic", "lander_decision"]
 
 Decision = Literal["land", "skip", "wait"]
-#: (record, extra headers, target partition or None for the key's partition)
-_Item = tuple[KafkaRecord, list[tuple[str, bytes]], int | None]
 
 
 def lander_decision(source_offset: int, source: Checkpoint | None, landed: list[tuple[int, int]]) -> Decision:
@@ -85,91 +48,81 @@ def lander_decision(source_offset: int, source: Checkpoint | None, landed: list[
     return "land" if source.is_parked(source_offset) else "skip"
 
 
-class SideProducer:
-    """Producer for the DLQ and retry topics (``acks=all``; retried until acknowledged)."""
+class RetryTopic:
+    """Parks batches on ``<topic>.retry`` and decides which parked records land now.
 
-    def __init__(self, brokers: str, *, client_id: str = "footfall-sink") -> None:
-        self._producer: Any = AIOKafkaProducer(
-            bootstrap_servers=parse_brokers(brokers),
-            client_id=client_id,
-            acks="all",
-            # The embedded broker has no InitProducerId; duplicates are handled by the
-            # lander (retry) or tolerated (DLQ is at-least-once).
-            enable_idempotence=False,
-            linger_ms=5,
-            max_request_size=16 << 20,
-        )
-        self._partitions: dict[str, int] = {}
-        self._started = False
-        self.stopping = False
+    Args:
+        store: the checkpoints (a retry partition reads its source partitions' checkpoints).
+        side: the producer of the side topics.
+        check: the poison check of a topic's batch.
+        metrics: parked, landed-from-retry and skipped records, DLQ records.
+    """
 
-    async def start(self) -> None:
-        if not self._started:
-            await self._producer.start()
-            self._started = True
+    def __init__(
+        self,
+        store: CheckpointStore,
+        side: SideProducer,
+        check: Callable[[str, list[KafkaRecord]], CheckResult],
+        metrics: SinkMetrics,
+    ) -> None:
+        self.store = store
+        self.side = side
+        self.check = check
+        self.metrics = metrics
 
-    async def stop(self) -> None:
-        if self._started:
-            self._started = False
-            await self._producer.stop()
+    async def park(self, topic: str, writer: PartitionWriter, records: list[KafkaRecord]) -> None:
+        """Send ``records`` of ``topic`` (poison to the DLQ, the rest to ``<topic>.retry``) and
+        settle their offsets in ``writer`` (parked ranges: checkpointed by the next commit)."""
+        base = writer.out_topic
+        result = self.check(base, records)
+        if result.poison:
+            await self.side.dead_letter(topic, result.poison)
+            self.metrics.dlq.labels(base).inc(len(result.poison))
+        if result.good:
+            await self.side.park(topic, result.good)
+            writer.mark_parked(result.good[0].offset, result.good[-1].offset)
+            self.metrics.parked.labels(base).inc(len(result.good))
+        writer.settle(records[-1].offset)
 
-    async def _partition_count(self, topic: str) -> int:
-        count = self._partitions.get(topic)
-        if count is None:
-            parts = await self._producer.partitions_for(topic)
-            count = self._partitions[topic] = max(1, len(parts or ()))
-        return count
+    def landable(self, writer: PartitionWriter, records: list[KafkaRecord]) -> tuple[list[KafkaRecord], int | None]:
+        """Of a ``.retry`` partition's ``records``, those to land now (see :func:`lander_decision`).
 
-    async def dead_letter(self, topic: str, poison: Sequence[tuple[KafkaRecord, str]]) -> None:
-        """Send poison records of ``topic`` to ``<topic>.dlq``; returns once all are acknowledged."""
-        target = dlq_topic(topic.removesuffix(".retry"))
-        await self._send_all(
-            target, [(r, [(HEADER_ERROR, error[:2000].encode(errors="replace"))], None) for r, error in poison]
-        )
-
-    async def park(self, topic: str, records: Sequence[KafkaRecord]) -> None:
-        """Send records of ``topic`` to ``<topic>.retry``, in order, all of one source partition
-        into one retry partition; returns once all are acknowledged."""
-        target = retry_topic(topic)
-        count = await self._partition_count(target)
-        await self._send_all(target, [(r, [], r.partition % count) for r in records])
-
-    async def _send_all(self, target: str, items: list[_Item]) -> None:
-        pending = items
-        delay = 0.2
-        while pending:
-            futures = []
-            for record, extra, partition in pending:
-                headers = [(k, v) for k, v in record.headers if k not in _OWN_HEADERS]
-                headers += [
-                    (HEADER_SOURCE_TOPIC, record.topic.encode()),
-                    (HEADER_SOURCE_PARTITION, str(record.partition).encode()),
-                    (HEADER_SOURCE_OFFSET, str(record.offset).encode()),
-                    *extra,
-                ]
+        Returns ``(records to land, None)``, every offset settled; or ``(records to land,
+        offset)`` when the record at ``offset`` must wait for its source partition to decide
+        first: the caller seeks back to ``offset`` and pauses the partition (nothing from
+        ``offset`` on is settled).
+        """
+        land: list[KafkaRecord] = []
+        sources: dict[int, Checkpoint | None] = {}
+        skipped = 0
+        wait_at: int | None = None
+        for i, record in enumerate(records):
+            source = source_of(record)
+            if source is None:
+                land.append(record)  # not parked by a sink: land as is
+                continue
+            partition, offset = source
+            if partition not in sources:
                 try:
-                    fut = await self._producer.send(
-                        target,
-                        value=record.value,
-                        key=record.key,
-                        headers=headers,
-                        timestamp_ms=record.timestamp,
-                        partition=partition,
-                    )
-                except KafkaError as exc:
-                    fut = asyncio.get_running_loop().create_future()
-                    fut.set_exception(exc)
-                futures.append(fut)
-            results = await asyncio.gather(*futures, return_exceptions=True)
-            failed = [item for item, res in zip(pending, results, strict=True) if isinstance(res, BaseException)]
-            if failed:
-                first = next(res for res in results if isinstance(res, BaseException))
-                if self.stopping:
-                    raise SideTopicError(f"{len(failed)} record(s) not acknowledged by {target}: {first!r}")
-                log.warning(
-                    "side topic send failed; retrying",
-                    extra={"topic": target, "records": len(failed), "error": repr(first), "delay": delay},
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            pending = failed
+                    sources[partition] = self.store.load(writer.out_topic, partition)
+                except (CheckpointError, OSError):
+                    # Unreadable now: "wait" (the source partition decides first, once it can).
+                    sources[partition] = None
+            decision = lander_decision(offset, sources[partition], writer.landed_from.get(partition, []))
+            if decision == "wait":
+                wait_at = record.offset
+                if i:
+                    writer.settle(records[i - 1].offset)
+                break
+            if decision == "land":
+                writer.mark_landed_from(partition, offset)
+                land.append(record)
+            else:
+                skipped += 1
+        else:
+            writer.settle(records[-1].offset)  # skipped ones are settled too
+        if skipped or wait_at is not None:
+            self.metrics.retry_skipped.labels(writer.out_topic).inc(skipped)
+        if land:
+            self.metrics.retry_landed.labels(writer.out_topic).inc(len(land))
+        return land, wait_at

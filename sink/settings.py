@@ -13,10 +13,10 @@ from msgspec import Meta
 
 from footfall.errors import ConfigError, StartupError
 from footfall.kafka import parse_brokers
-from footfall.layout import check_topic
+from footfall.layout import RETRY_SUFFIX, check_topic
 from footfall.preflight import check_directory
 from footfall.reports import ReportType
-from footfall.settings import parse_settings
+from footfall.settings import LogLevel, parse_settings
 
 __all__ = [
     "ENV_PREFIX",
@@ -30,11 +30,9 @@ __all__ = [
 ]
 
 ENV_PREFIX: Final = "FOOTFALL_SINK_"
-RETRY_SUFFIX: Final = ".retry"
 DLQ_SUFFIX: Final = ".dlq"
 
 FsyncPolicy = Literal["always", "commit", "never"]
-LogLevel = Literal["debug", "info", "warning", "error"]
 
 
 def retry_topic(topic: str) -> str:

@@ -41,20 +41,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, Final
+from typing import Final
 
+from footfall.backoff import Backoff
 from footfall.metrics import Registry
 from sink.errors import EXIT_DO_NOT_RESTART, EXIT_STALLED
 from sink.instruments import SupervisorMetrics
+from sink.process import run_worker
 from sink.settings import SinkSettings
-from sink.worker import run_worker
 
 __all__ = ["Supervisor"]
 
 log = logging.getLogger(__name__)
 
-_BACKOFF_START: Final = 0.5
-_BACKOFF_MAX: Final = 10.0
+#: Pause before a dead worker is started again (by its failures in a row).
+_RESTART_BACKOFF: Final = Backoff(0.5, 10.0)
 _HEALTHY_AFTER: Final = 30.0
 _TICK: Final = 0.2
 
@@ -168,7 +169,7 @@ class Supervisor:
                     )
                     continue
                 slot.failures = 1 if lived >= _HEALTHY_AFTER else slot.failures + 1
-                delay = min(_BACKOFF_START * 2 ** (slot.failures - 1), _BACKOFF_MAX)
+                delay = _RESTART_BACKOFF.delay(slot.failures)
                 slot.restart_at = now + delay
                 log.error(
                     "worker stalled; restarting" if code == EXIT_STALLED else "worker died; restarting",
@@ -253,7 +254,3 @@ class Supervisor:
                     os.kill(proc.pid, signal.SIGKILL)
             if proc is not None:
                 proc.join(timeout=5)
-
-    def status(self) -> dict[str, Any]:
-        """For /readyz: workers alive out of wanted."""
-        return {"workers_alive": len(self.alive_pids()), "workers": len(self.slots)}

@@ -26,6 +26,12 @@ An open segment deleted or replaced under the sink (another inode at its path, n
 left, or another size than written) is caught before anything is checkpointed into it
 (:class:`~sink.errors.SegmentLostError`): the partition starts a new segment from its
 checkpoint and consumes the unconfirmed records again.
+
+Why this module is longer than ~400 lines: recovery and writing both change the state of
+one open segment (descriptor, bytes written, line count, last line's CRC, inode) and the
+checkpoint that describes it; split in two, each half would reach into the other's private
+state. What is not about that state lives elsewhere: the comparison with the log is
+:mod:`sink.drift`, the order of a commit across partitions :mod:`sink.commit`.
 """
 
 from __future__ import annotations
@@ -36,54 +42,22 @@ import logging
 import os
 import stat
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-from footfall.layout import SEGMENT_SUFFIX, check_topic, date_dir, parse_segment_name, segment_name
+from footfall.layout import check_topic, date_dir, segment_files, segment_name
 from sink.checkpoint import Checkpoint, CheckpointStore, fsync_dir, line_crc, ranges_add
+from sink.drift import LogChange, align
 from sink.errors import CheckpointError, RecoveryError, SegmentLostError, SegmentWriteError
 
-__all__ = ["MS_PER_DAY", "LogChange", "PartitionWriter", "day_of"]
+__all__ = ["PartitionWriter"]
 
 log = logging.getLogger(__name__)
 
-MS_PER_DAY: Final = 86_400_000
 _EPOCH: Final = dt.date(1970, 1, 1)
 #: How far back from the checkpointed length the last line is looked for at recovery (a report
 #: is < 1 KiB; a longer last line is not CRC-checked, only its line end).
 _LAST_LINE_WINDOW: Final = 64 << 10
-
-
-@dataclass(frozen=True)
-class LogChange:
-    """What :meth:`PartitionWriter.align_to_log` found and did.
-
-    Attributes:
-        restarted: the checkpoint was ahead of the log's end: the log started over and
-            the partition moved from generation ``generation - 1`` to ``generation``.
-        generation: the partition's generation now.
-        stale_offset: (restarted) the checkpoint offset of the earlier generation.
-        lost: offsets ``(first, last)`` removed from the log (retention) before they
-            landed, or None.
-        log_start, log_end: the log's bounds it was checked against.
-    """
-
-    restarted: bool
-    generation: int
-    stale_offset: int
-    lost: tuple[int, int] | None
-    log_start: int
-    log_end: int
-
-    @property
-    def lost_records(self) -> int:
-        return 0 if self.lost is None else self.lost[1] - self.lost[0] + 1
-
-
-def day_of(timestamp_ms: int) -> int:
-    """Days since 1970-01-01 (UTC) of an epoch-milliseconds timestamp."""
-    return timestamp_ms // MS_PER_DAY
 
 
 class PartitionWriter:
@@ -151,16 +125,10 @@ class PartitionWriter:
 
     def _segments(self) -> list[tuple[int, int, Path]]:
         """(generation, start offset, path) of every segment of this partition, any date, in log order."""
-        topic_dir = self.record_directory / self.out_topic
-        if not topic_dir.is_dir():
-            return []
-        found = []
-        for day_dir in topic_dir.glob("date=*"):
-            for path in day_dir.glob(f"{self.topic}+{self.partition}+*{SEGMENT_SUFFIX}"):
-                parsed = parse_segment_name(path.name)
-                if parsed is not None and parsed.topic == self.topic and parsed.partition == self.partition:
-                    found.append((parsed.generation, parsed.start_offset, path))
-        return sorted(found)
+        return sorted(
+            (name.generation, name.start_offset, path)
+            for path, name in segment_files(self.record_directory, self.topic, self.partition)
+        )
 
     def recover(self) -> Checkpoint:
         """Make the files agree with the checkpoint; call on assignment, before consuming.
@@ -278,16 +246,9 @@ class PartitionWriter:
         than the one landed there (:meth:`matches_log`).
 
         Steps:
-            1. the checkpoint is ahead of the log (``offset + 1 > log_end``), or
-               ``started_over``: the log started over (topic deleted and created again, a
-               broker's data lost or restored from an older copy, the memory-only embedded
-               broker restarted). The files of the earlier
-               log stay as they are; the partition moves to generation + 1 with an empty
-               checkpoint, so the new log lands from its first offset in files of its own;
-            2. the log starts past the checkpoint (``log_start > offset + 1``): offsets
-               ``offset + 1 .. log_start - 1`` were removed (retention) before they landed.
-               They are settled as lost, so consuming goes on from ``log_start``;
-            3. if anything changed, the new checkpoint is written at once (durable before a
+            1. :func:`sink.drift.align` decides: the log started over (a new generation,
+               an empty checkpoint) or starts past the checkpoint (retention loss, settled);
+            2. if anything changed, the new checkpoint is written at once (durable before a
                single record of the new log lands, and reported once, not at every restart).
 
         Returns:
@@ -296,37 +257,16 @@ class PartitionWriter:
         Raises:
             SegmentWriteError: the disk refused the checkpoint (nothing changed).
         """
-        ckpt = self.checkpoint
-        restarted = started_over or ckpt.offset + 1 > log_end
-        new = Checkpoint(generation=ckpt.generation + 1) if restarted else ckpt
-        lost = None
-        if log_start > new.offset + 1:
-            lost = (new.offset + 1, log_start - 1)
-            new = Checkpoint(
-                offset=log_start - 1,
-                segment=new.segment,
-                length=new.length,
-                lines=new.lines,
-                last_line_crc=new.last_line_crc,
-                generation=new.generation,
-                parked=list(new.parked),
-                landed_from={k: list(v) for k, v in new.landed_from.items()},
-            )
-        if new is ckpt:
+        aligned = align(self.checkpoint, log_start, log_end, started_over=started_over)
+        if aligned is None:
             return None
+        new, change = aligned
         try:
             self.store.save(self.topic, self.partition, new)
         except OSError as exc:
             raise SegmentWriteError(f"{self.name}: checkpoint write failed: {exc.strerror}", exc.errno) from exc
         self._adopt(new)
-        return LogChange(
-            restarted=restarted,
-            generation=new.generation,
-            stale_offset=ckpt.offset,
-            lost=lost,
-            log_start=log_start,
-            log_end=log_end,
-        )
+        return change
 
     def matches_log(self, value: bytes | None) -> bool:
         """Whether ``value``, the log's record at :attr:`Checkpoint.last_line_offset` now, is
@@ -549,15 +489,9 @@ class PartitionWriter:
         return self.last_offset != c.offset or self.parked != c.parked or self.landed_from != c.landed_from
 
     def commit(self, *, sync_dir: bool = True) -> bool:
-        """Make everything appended so far durable and checkpoint it.
-
-        Steps (order matters; see the worker's commit for the whole sequence):
-            1. clean up any uncommitted tail left by an earlier failure;
-            2. write the buffer to the segment file;
-            3. fsync the segment (unless ``--fsync never``);
-            4. atomically replace the checkpoint (offset, segment, length); with
-               ``sync_dir=False`` the caller fsyncs the checkpoint directory afterwards
-               (:attr:`checkpoint_dir`), once for all partitions committed together.
+        """Make everything appended so far durable and checkpoint it: :meth:`write`,
+        :meth:`fsync`, :meth:`replace_checkpoint` (:class:`sink.commit.CommitProtocol` runs
+        the same steps for all partitions of a worker at once).
 
         Returns:
             True if a new checkpoint was written (the caller then commits
@@ -568,10 +502,39 @@ class PartitionWriter:
         """
         if not self.dirty:
             return False
+        self.write()
+        self.fsync()
+        self.replace_checkpoint(sync_dir=sync_dir)
+        return True
+
+    def write(self) -> None:
+        """Commit step 1: clean up any uncommitted tail an earlier failure left, then write the buffer.
+
+        Raises:
+            SegmentWriteError: the disk refused; the old checkpoint still holds.
+        """
         self._cleanup()
         self._write_buffer()
+
+    def fsync(self) -> None:
+        """Commit step 2: fsync the segment (unless ``--fsync never``; its directory entry was
+        fsynced when it was created), and check it is still the file the sink opened.
+
+        Raises:
+            SegmentWriteError: the disk refused; :class:`SegmentLostError`: the file was
+                deleted or replaced (the old checkpoint still holds, or one pointing nowhere).
+        """
         self._sync()
         self._check_open_segment()
+
+    def replace_checkpoint(self, *, sync_dir: bool = True) -> None:
+        """Commit step 3: atomically replace the checkpoint (offset, segment, length...) with
+        what is written and fsynced now. With ``sync_dir=False`` the caller fsyncs the
+        checkpoint directory afterwards (:attr:`checkpoint_dir`), once for all partitions.
+
+        Raises:
+            SegmentWriteError: the disk refused; the old checkpoint still holds.
+        """
         opened = self._seg_rel is not None
         new = Checkpoint(
             offset=self.last_offset,
@@ -589,7 +552,6 @@ class PartitionWriter:
         except OSError as exc:
             raise SegmentWriteError(f"{self.name}: checkpoint write failed: {exc.strerror}", exc.errno) from exc
         self.checkpoint = new
-        return True
 
     def _check_open_segment(self) -> None:
         """Raise :class:`SegmentLostError` if the open segment is not, or no longer only, ours.

@@ -19,9 +19,10 @@ from pathlib import Path
 from aiohttp import web
 
 from footfall.kafka import partition_for
+from footfall.layout import MS_PER_DAY
 from footfall.reports import ReportType, decode_reports, encode_report
 from sink.checkpoint import CheckpointStore
-from sink.writer import MS_PER_DAY, PartitionWriter
+from sink.writer import PartitionWriter
 
 # fail(n, report_type) -> (status, write_anyway) or (status, write_anyway, error code) for request
 # number n (1-based), or None for 200. The code goes in the JSON body's "error" (default "x").

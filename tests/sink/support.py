@@ -10,6 +10,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -18,9 +19,13 @@ from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
 
+from footfall import promtext
 from footfall.generator import day_start_ms, original_activities, original_visits, user_id
 from footfall.kafka import HEADER_RECEIVED_MS, HEADER_REQUEST_ID, HEADER_SCHEMA, HEADER_TYPE
 from footfall.reports import SCHEMA_VERSION, ReportType, encode_report
+from sink.consumer import TopicPartition
+from sink.settings import SinkSettings
+from sink.supervisor import Supervisor
 from stack.broker import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -125,6 +130,19 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval:
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def supervisor_settings(tmp_path: Path, **kw: object) -> SinkSettings:
+    """Settings of a supervisor under test: one group, ``tmp_path`` as the record directory."""
+    return SinkSettings(groups=["g:visit"], record_directory=str(tmp_path), **kw)  # type: ignore[arg-type]
+
+
+def run_supervisor(sup: Supervisor) -> tuple[threading.Thread, list[int]]:
+    """Run ``sup`` in a thread (drive it through ``sup.signals``); its exit code lands in the list."""
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(sup.run()), daemon=True)
+    thread.start()
+    return thread, result
 
 
 def children(pid: int) -> list[int]:
@@ -234,15 +252,33 @@ class SinkProcess:
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of ``name`` matching ``labels`` in /metrics."""
         _status, text = self.get("/metrics")
-        total = 0.0
-        want = [f'{k}="{v}"' for k, v in labels.items()]
-        for line in text.splitlines():
-            if line.startswith(name) and (line[len(name)] in " {") and all(w in line for w in want):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+        return promtext.total(text, name, **labels)
 
     def __enter__(self) -> SinkProcess:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
         self.kill()
+
+
+class StandInConsumer:
+    """Stands in for ``SinkConsumer`` where a group worker seeks, pauses, resumes and commits (unit tests)."""
+
+    def __init__(self) -> None:
+        self.seeks: list[tuple[TopicPartition, int]] = []
+        self.paused: set[TopicPartition] = set()
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+    def pause(self, tp: TopicPartition) -> None:
+        self.paused.add(tp)
+
+    def resume(self, tp: TopicPartition) -> None:
+        self.paused.discard(tp)
+
+    def is_paused(self, tp: TopicPartition) -> bool:
+        return tp in self.paused
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> bool:
+        return True

@@ -209,7 +209,7 @@ def test_bad_checkpoint_pauses_only_its_partition(broker: str, record_dir: Path,
 async def test_retry_lander_waits_on_an_unreadable_source_checkpoint(record_dir: Path) -> None:
     """A parked record whose source partition's checkpoint is invalid is not landed, nor skipped: it waits."""
     from sink.consumer import TopicPartition
-    from sink.retry import HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, HEADER_SOURCE_TOPIC
+    from sink.side_topics import HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, HEADER_SOURCE_TOPIC
     from tests.sink.support import FakeRecord
     from tests.sink.test_gaps import _Harness
 

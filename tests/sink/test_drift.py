@@ -25,8 +25,8 @@ from footfall.layout import parse_segment_name
 from sink.checkpoint import Checkpoint, CheckpointStore
 from sink.consumer import TopicPartition
 from sink.instruments import SinkMetrics
-from sink.retry import SideProducer
 from sink.settings import SinkSettings
+from sink.side_topics import SideProducer
 from sink.worker import GroupWorker
 from stack.broker import EmbeddedBroker
 from tests.sink.support import SinkProcess, compare, landed, make_records, produce, wait_for
@@ -141,7 +141,7 @@ async def test_retention_loss_is_counted_and_logged_once(record_dir: Path, caplo
     CheckpointStore(record_dir).save("visit", 0, Checkpoint(offset=99))
     metrics = SinkMetrics()
     consumer = _BoundsConsumer(start=500, end=800)  # offsets 100..499 were removed before they landed
-    with caplog.at_level(logging.ERROR, logger="sink.worker"):
+    with caplog.at_level(logging.ERROR, logger="sink.drift"):
         worker = await _assign(record_dir, consumer, metrics)
     tp = TopicPartition("visit", 0)
     assert consumer.seeks == [(tp, 500)]  # consumed from the log's start, no gap to wait for

@@ -16,32 +16,14 @@ from footfall.reports import encode_report
 from sink.checkpoint import Checkpoint, CheckpointStore
 from sink.consumer import TopicPartition
 from sink.instruments import SinkMetrics
-from sink.retry import SideProducer
 from sink.settings import SinkSettings
+from sink.side_topics import SideProducer
 from sink.worker import GroupWorker
 from sink.writer import PartitionWriter
-from tests.sink.support import FakeRecord
+from tests.sink.support import FakeRecord, StandInConsumer
 
 TP = TopicPartition("visit", 0)
 RETRY_TP = TopicPartition("visit.retry", 0)
-
-
-class _FakeConsumer:
-    def __init__(self) -> None:
-        self.seeks: list[tuple[TopicPartition, int]] = []
-        self.paused: set[TopicPartition] = set()
-
-    def seek(self, tp: TopicPartition, offset: int) -> None:
-        self.seeks.append((tp, offset))
-
-    def pause(self, tp: TopicPartition) -> None:
-        self.paused.add(tp)
-
-    def resume(self, tp: TopicPartition) -> None:
-        self.paused.discard(tp)
-
-    async def commit(self, offsets: dict[TopicPartition, int]) -> bool:
-        return True
 
 
 class _Clock:
@@ -78,10 +60,10 @@ class _Harness:
             metrics=self.metrics,
             stop=asyncio.Event(),
         )
-        self.fake = _FakeConsumer()
+        self.fake = StandInConsumer()
         self.worker.consumer = self.fake  # type: ignore[assignment]
         self.clock = _Clock()
-        self.worker.clock = self.clock
+        self.worker.gaps.clock = self.clock
         self.store = CheckpointStore(record_dir)
         if checkpoint is not None:
             self.store.save("visit", 0, Checkpoint(offset=checkpoint))
@@ -204,15 +186,15 @@ async def test_persistent_gap_is_accepted_after_the_timeout_and_counted(record_d
     await h.feed(list(range(20, 25)))
     assert h.checkpoint() == 7 and h.lines() == 8
     assert h.fake.seeks == [(TP, 8), (TP, 8)]
-    backoffs = h.worker._gaps[TP].attempts
-    assert backoffs == 2
+    gap = h.worker.gaps.pending(TP)
+    assert gap is not None and gap.attempts == 2
 
     h.clock.now += 1.5  # the gap has lasted 10.5 s: accepted as a real hole
     h.resume()
     await h.feed(list(range(20, 25)))
     assert h.checkpoint() == 24 and h.lines() == 13
     assert h.gaps() == (1, 0)
-    assert TP not in h.worker._gaps and TP not in h.fake.paused
+    assert h.worker.gaps.pending(TP) is None and TP not in h.fake.paused
 
     # The next gap starts its own timeout.
     await h.feed([*range(25, 27), 30])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sink.settings import SinkSettings
 from sink.supervisor import Supervisor
-from tests.sink.support import wait_for
+from tests.sink.support import run_supervisor, supervisor_settings, wait_for
 
 
 def _sleeper(settings: SinkSettings, index: int, metrics_dir: str | None) -> None:
@@ -39,20 +39,21 @@ def _stubborn_ready(tmp_path: Path) -> bool:
     return any(tmp_path.glob("stubborn-*"))
 
 
-def _settings(tmp_path: Path, **kw: object) -> SinkSettings:
-    return SinkSettings(groups=["g:visit"], record_directory=str(tmp_path), **kw)  # type: ignore[arg-type]
-
-
-def _run(sup: Supervisor) -> tuple[threading.Thread, list[int]]:
-    result: list[int] = []
-    thread = threading.Thread(target=lambda: result.append(sup.run()), daemon=True)
-    thread.start()
-    return thread, result
+def _start_stubborn(tmp_path: Path, shutdown_timeout: float) -> tuple[Supervisor, threading.Thread, list[int]]:
+    """A supervisor whose one worker ignores SIGTERM, running, the worker's handler in place."""
+    sup = Supervisor(
+        supervisor_settings(tmp_path, concurrent_count=1, shutdown_timeout=shutdown_timeout),
+        target=_stubborn,
+        metrics_dir=tmp_path,
+    )
+    thread, result = run_supervisor(sup)
+    wait_for(lambda: _stubborn_ready(tmp_path), 20, "a worker ignoring SIGTERM")
+    return sup, thread, result
 
 
 def test_starts_workers_and_drains_on_sigterm(tmp_path: Path) -> None:
-    sup = Supervisor(_settings(tmp_path, concurrent_count=2), target=_sleeper, metrics_dir=tmp_path)
-    thread, result = _run(sup)
+    sup = Supervisor(supervisor_settings(tmp_path, concurrent_count=2), target=_sleeper, metrics_dir=tmp_path)
+    thread, result = run_supervisor(sup)
     wait_for(lambda: len(sup.alive_pids()) == 2, 20, "two workers")
     sup.signals.put(signal.SIGTERM)
     thread.join(20)
@@ -61,8 +62,8 @@ def test_starts_workers_and_drains_on_sigterm(tmp_path: Path) -> None:
 
 
 def test_restarts_a_dead_worker_with_backoff(tmp_path: Path) -> None:
-    sup = Supervisor(_settings(tmp_path, concurrent_count=1), target=_crash_first, metrics_dir=tmp_path)
-    thread, result = _run(sup)
+    sup = Supervisor(supervisor_settings(tmp_path, concurrent_count=1), target=_crash_first, metrics_dir=tmp_path)
+    thread, result = run_supervisor(sup)
     wait_for(lambda: sup.metrics.restarts.labels().value == 1 and len(sup.alive_pids()) == 1, 20, "a restart")
     assert sup.slots[0].exitcodes == [1]
     sup.signals.put(signal.SIGINT)
@@ -71,11 +72,7 @@ def test_restarts_a_dead_worker_with_backoff(tmp_path: Path) -> None:
 
 
 def test_second_signal_forces(tmp_path: Path) -> None:
-    sup = Supervisor(
-        _settings(tmp_path, concurrent_count=1, shutdown_timeout=60.0), target=_stubborn, metrics_dir=tmp_path
-    )
-    thread, result = _run(sup)
-    wait_for(lambda: _stubborn_ready(tmp_path), 20, "a worker ignoring SIGTERM")
+    sup, thread, result = _start_stubborn(tmp_path, shutdown_timeout=60.0)
     sup.signals.put(signal.SIGTERM)
     started = time.monotonic()
     sup.signals.put(signal.SIGINT)
@@ -86,11 +83,7 @@ def test_second_signal_forces(tmp_path: Path) -> None:
 
 
 def test_shutdown_timeout_kills_stragglers(tmp_path: Path) -> None:
-    sup = Supervisor(
-        _settings(tmp_path, concurrent_count=1, shutdown_timeout=1.0), target=_stubborn, metrics_dir=tmp_path
-    )
-    thread, result = _run(sup)
-    wait_for(lambda: _stubborn_ready(tmp_path), 20, "a worker ignoring SIGTERM")
+    sup, thread, result = _start_stubborn(tmp_path, shutdown_timeout=1.0)
     sup.signals.put(signal.SIGTERM)
     thread.join(20)
     assert result == [1]

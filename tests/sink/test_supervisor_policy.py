@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from footfall.metrics import SnapshotWriter
-from sink.errors import EXIT_DO_NOT_RESTART, EXIT_STALLED
+from sink.errors import EXIT_DO_NOT_RESTART, EXIT_STALLED, RecoveryError
 from sink.instruments import SinkMetrics
 from sink.metrics_server import workers_ready
 from sink.settings import SinkSettings
 from sink.supervisor import Supervisor
-from tests.sink.support import wait_for
+from tests.sink.support import run_supervisor, supervisor_settings, wait_for
 from tests.sink.test_supervisor import _sleeper
 
 
@@ -24,6 +26,30 @@ def _recovery_error_in_one(settings: SinkSettings, index: int, metrics_dir: str 
     if index == 0:
         sys.exit(EXIT_DO_NOT_RESTART)  # what run_worker exits with on a RecoveryError
     _sleeper(settings, index, metrics_dir)
+
+
+class _WorkerWhoseRecoveryFails:
+    """Stands in for sink.process.Worker: its run raises what a partition's recovery may raise."""
+
+    def __init__(self, settings: SinkSettings, metrics_dir: Path | None = None, index: int = 0) -> None:
+        self.metrics_dir = metrics_dir
+
+    def stop(self) -> None: ...
+
+    async def run(self) -> None:
+        raise RecoveryError("visit[0]: segment visit/date=2018-01-01/visit+0+00000000000000000007.jsonl already exists")
+
+
+def _real_entry_recovery_fails(settings: SinkSettings, index: int, metrics_dir: str | None) -> None:
+    """Worker 0: the real worker entry point (signals, parent watch, exit codes), in the spawned
+    child only with a Worker whose run fails recovery. Worker 1 runs on."""
+    if index != 0:
+        _sleeper(settings, index, metrics_dir)
+        return
+    import sink.process
+
+    sink.process.Worker = _WorkerWhoseRecoveryFails  # type: ignore[misc,assignment]
+    sink.process.run_worker(settings, index, metrics_dir)
 
 
 def _stalls_once(settings: SinkSettings, index: int, metrics_dir: str | None) -> None:
@@ -34,20 +60,17 @@ def _stalls_once(settings: SinkSettings, index: int, metrics_dir: str | None) ->
     _sleeper(settings, index, metrics_dir)
 
 
-def _settings(tmp_path: Path, **kw: object) -> SinkSettings:
-    return SinkSettings(groups=["g:visit"], record_directory=str(tmp_path), **kw)  # type: ignore[arg-type]
-
-
-def _run(sup: Supervisor) -> tuple[threading.Thread, list[int]]:
-    result: list[int] = []
-    thread = threading.Thread(target=lambda: result.append(sup.run()), daemon=True)
-    thread.start()
-    return thread, result
-
-
-def test_a_worker_that_needs_a_human_stops_the_sink_instead_of_crash_looping(tmp_path: Path) -> None:
-    sup = Supervisor(_settings(tmp_path, concurrent_count=2), target=_recovery_error_in_one, metrics_dir=tmp_path)
-    thread, result = _run(sup)
+@pytest.mark.parametrize(
+    "target",
+    [_recovery_error_in_one, _real_entry_recovery_fails],
+    ids=["exit-3", "recovery-error-through-run_worker"],
+)
+def test_a_worker_that_needs_a_human_stops_the_sink_instead_of_crash_looping(
+    tmp_path: Path, target: Callable[[SinkSettings, int, str | None], None]
+) -> None:
+    """Also through the real worker entry: run_worker turns a RecoveryError into exit 3, not a traceback's 1."""
+    sup = Supervisor(supervisor_settings(tmp_path, concurrent_count=2), target=target, metrics_dir=tmp_path)
+    thread, result = run_supervisor(sup)
     thread.join(30)
     assert not thread.is_alive(), "the supervisor kept running (restarting a worker that cannot recover)"
     assert result == [EXIT_DO_NOT_RESTART]
@@ -59,8 +82,8 @@ def test_a_worker_that_needs_a_human_stops_the_sink_instead_of_crash_looping(tmp
 
 
 def test_a_stalled_worker_is_restarted(tmp_path: Path) -> None:
-    sup = Supervisor(_settings(tmp_path, concurrent_count=1), target=_stalls_once, metrics_dir=tmp_path)
-    thread, result = _run(sup)
+    sup = Supervisor(supervisor_settings(tmp_path, concurrent_count=1), target=_stalls_once, metrics_dir=tmp_path)
+    thread, result = run_supervisor(sup)
     wait_for(lambda: sup.metrics.restarts.labels().value == 1 and len(sup.alive_pids()) == 1, 20, "a restart")
     assert sup.slots[0].exitcodes == [EXIT_STALLED]
     sup.signals.put(15)

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from footfall.layout import parse_segment_name
+from footfall.layout import MS_PER_DAY, parse_segment_name
 from sink.checkpoint import Checkpoint, CheckpointStore, ranges_add, ranges_contain
 from sink.errors import RecoveryError, SegmentWriteError
-from sink.writer import MS_PER_DAY, PartitionWriter
+from sink.writer import PartitionWriter
 
 DAY = 17532  # 2018-01-01
 
@@ -62,6 +62,37 @@ def test_recover_truncates_tail_and_deletes_later_segments(tmp_path: Path) -> No
     assert not (tmp_path / "visit" / "date=2018-01-02").exists() or not any(
         (tmp_path / "visit" / "date=2018-01-02").iterdir()
     )
+
+
+def test_a_retry_partition_finds_its_own_segments_in_the_base_topic_folder(tmp_path: Path) -> None:
+    """``visit.retry[3]`` lands in ``visit/`` beside ``visit[3]``: recovery truncates and deletes
+    only the retry partition's uncommitted files, and leaves the source partition's alone."""
+    store = CheckpointStore(tmp_path)
+    source = PartitionWriter(tmp_path, "visit", 3, store)
+    source.recover()
+    _put(source, range(0, 5), day=DAY + 1)  # a later segment of visit[3], never committed by the retry writer
+    source.commit()
+    source.close()
+    retry = PartitionWriter(tmp_path, "visit.retry", 3, store, out_topic="visit")
+    retry.recover()
+    _put(retry, range(0, 4))
+    retry.commit()
+    _put(retry, range(4, 8), day=DAY + 1)  # a new day: a second retry segment, never committed
+    retry.fsync()  # written and synced, but not checkpointed
+    retry.close()  # "crash"
+    names = sorted(p.name for p in (tmp_path / "visit").glob("date=*/*.jsonl"))
+    assert names == [
+        "visit+3+00000000000000000000.jsonl",
+        "visit.retry+3+00000000000000000000.jsonl",
+        "visit.retry+3+00000000000000000004.jsonl",
+    ]
+    again = PartitionWriter(tmp_path, "visit.retry", 3, store, out_topic="visit")
+    assert again.recover().offset == 3
+    names = sorted(p.name for p in (tmp_path / "visit").glob("date=*/*.jsonl"))
+    assert names == ["visit+3+00000000000000000000.jsonl", "visit.retry+3+00000000000000000000.jsonl"]
+    assert (tmp_path / "visit" / "date=2018-01-02" / "visit+3+00000000000000000000.jsonl").read_bytes().count(
+        b"\n"
+    ) == 5
 
 
 def test_segments_without_checkpoint_are_not_deleted(tmp_path: Path) -> None:
