@@ -3,6 +3,12 @@
 ``FOOTFALL_FAULT_SEED=N`` replays a run's fault schedule (each scenario prints its seed and
 every fault it injects with the time since it started). Role logs of a failed scenario are
 printed after its failure.
+
+The scenarios follow the session's broker switch (``--broker``, tests/conftest.py): on the
+embedded broker each stack starts one of its own; on Apache Kafka (``--broker kafka``) the
+stacks share the session's node, on topics and a sink group of their own, and the node is
+resumed or restarted after each scenario. Scenarios that say nothing about the broker, or
+that need the embedded one, are skipped on Kafka (``TANSU_ONLY`` there says why).
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.harness import Scenario
+from stack.kafka import KafkaCluster
+from tests.faults.harness import KafkaScenario, Scenario, call_failed, heal, run_scenario
 
 _BASE_SEED = int(os.environ.get("FOOTFALL_FAULT_SEED") or random.SystemRandom().randrange(1, 2**31))
 
@@ -23,23 +30,13 @@ def pytest_report_header() -> str:
     return f"fault schedule seed: {_BASE_SEED} (replay with FOOTFALL_FAULT_SEED={_BASE_SEED})"
 
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    report = yield
-    setattr(item, f"report_{report.when}", report)
-    return report
-
-
 @pytest.fixture
-def faults(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Scenario]:
+def faults(request: pytest.FixtureRequest, tmp_path: Path, kafka_cluster: KafkaCluster | None) -> Iterator[Scenario]:
     """One scenario: ``faults.stack()``, ``faults.bench(...)``, ``faults.log(...)``, ``faults.rng``."""
-    seed = _BASE_SEED
-    print(f"fault schedule seed: {seed} (replay with FOOTFALL_FAULT_SEED={seed})")
-    scenario = Scenario(seed, tmp_path)
+    if kafka_cluster is None:
+        yield from run_scenario(request, Scenario(_BASE_SEED, tmp_path))
+        return
     try:
-        yield scenario
+        yield from run_scenario(request, KafkaScenario(_BASE_SEED, tmp_path, kafka_cluster))
     finally:
-        failed = getattr(request.node, "report_call", None)
-        if failed is not None and failed.failed:
-            print(scenario.diagnostics())
-        scenario.close()
+        heal(kafka_cluster, call_failed(request))

@@ -25,14 +25,19 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import pytest
 
+from footfall.layout import segment_files
+from stack.kafka import KafkaCluster
 from stack.processes import Stack
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -192,9 +197,33 @@ class VerifyResult:
 def count_lines_containing(record_directory: Path, needle: bytes) -> int:
     """Landed lines (any topic) containing ``needle``, e.g. a probe's userId."""
     total = 0
-    for path in record_directory.glob("*/date=*/*.jsonl"):
+    for path, _name in segment_files(record_directory):
         total += sum(1 for line in path.read_bytes().split(b"\n") if needle in line)
     return total
+
+
+#: The userId of :func:`post_probe`'s report: not a bench user, so verify counts it as unexpected.
+PROBE_USER = b"00000000-0000-4000-8000-0000000000ff"
+_PROBE_VISIT = (
+    b'[{"dataVer":1,"userId":"' + PROBE_USER + b'","algorithmType":1,"enterTime":1514764800000,'
+    b'"exitTime":1514767200000,"poiId":1,"latitude":1.0,"longitude":2.0}]'
+)
+
+
+def post_probe(gateway_url: str, timeout: float) -> tuple[int, dict[str, str]]:
+    """POST one visit report of :data:`PROBE_USER` outside the bench: (status, response headers).
+
+    A probe answered 503 may still land later (its batch was in flight), at most once:
+    count it with :func:`count_lines_containing` and pass that to ``assert_exact``.
+    """
+    request = urllib.request.Request(
+        f"{gateway_url}/api/visit/v1", data=_PROBE_VISIT, headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers)
 
 
 class BenchRun:
@@ -244,10 +273,10 @@ class BenchRun:
             self.proc.wait()
 
 
-def run_verify(run_json: Path, record_directory: Path, timeout: float = 120.0) -> VerifyResult:
-    """``python -m bench verify RUN.json --record-directory DIR``, parsed."""
+def run_verify(run_json: Path, record_directory: Path, *args: str, timeout: float = 120.0) -> VerifyResult:
+    """``python -m bench verify RUN.json --record-directory DIR ARGS...``, parsed."""
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "verify", str(run_json), "--record-directory", str(record_directory)],
+        [sys.executable, "-m", "bench", "verify", str(run_json), "--record-directory", str(record_directory), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -460,7 +489,7 @@ class Scenario:
                 accepted = landed = float("nan")
             now = time.monotonic()
             if landed >= accepted or now - last_verify >= 3.0 or now >= deadline:
-                result = run_verify(run.run_json, stack.config.record_directory)
+                result = run_verify(run.run_json, stack.config.record_directory, *_topic_args(stack))
                 last_verify = time.monotonic()
                 if result.lost == 0 or last_verify >= deadline:
                     break
@@ -468,6 +497,11 @@ class Scenario:
         self.log(f"settled: gateway accepted {accepted:.0f}, sink landed {landed:.0f} (this sink process)")
         self.log(f"verify: lost={result.lost} duplicated={result.duplicated} unexpected={result.unexpected}")
         return result
+
+    def broker_pid(self, stack: Stack) -> int:
+        """The pid of ``stack``'s broker, to pause or kill (the embedded broker it started)."""
+        assert stack.broker is not None, "this stack runs on brokers it did not start"
+        return stack.broker.pid
 
     def diagnostics(self) -> str:
         """The end of every role's log (for a failed scenario)."""
@@ -480,3 +514,69 @@ class Scenario:
 
     def close(self) -> None:
         self._exit.close()
+
+
+def _topic_args(stack: Stack) -> list[str]:
+    """``bench verify``'s topic options for ``stack`` (the Kafka scenarios use topics of their own)."""
+    return ["--visit-topic", stack.config.visit_topic, "--activity-topic", stack.config.activity_topic]
+
+
+class KafkaScenario(Scenario):
+    """A fault ``Scenario`` whose stacks run on the session's Apache Kafka cluster (``--broker kafka*``)."""
+
+    def __init__(self, seed: int, root: Path, cluster: KafkaCluster) -> None:
+        super().__init__(seed, root)
+        self.cluster = cluster
+
+    def stack(self, **config: Any) -> Stack:
+        """A stack on the cluster, with its own topics and sink group (RF as the cluster's).
+
+        The sink's ``.retry``/``.dlq`` topics get the cluster's RF too: with RF 1 a dead node takes
+        its side partitions offline, and their recovery waits for that node (seen in scenario f).
+        """
+        suffix = uuid.uuid4().hex[:8]
+        config.setdefault("visit_topic", f"visit-{suffix}")
+        config.setdefault("activity_topic", f"activity-{suffix}")
+        config.setdefault("group", f"footfall-sink-{suffix}")
+        rf = ("--replication-factor", str(self.cluster.replication_factor))
+        config["gateway_args"] = (*rf, *config.get("gateway_args", ()))
+        config["sink_args"] = (*rf, *config.get("sink_args", ()))
+        return super().stack(brokers=self.cluster.bootstrap, **config)
+
+    def broker_pid(self, stack: Stack) -> int:
+        """The pid of the cluster's only node (pausing "the broker" means one node here)."""
+        assert len(self.cluster.node_ids) == 1, "pausing the broker of a multi-node cluster is a node fault"
+        return self.cluster.pid(self.cluster.node_ids[0])
+
+
+_S = TypeVar("_S", bound=Scenario)
+
+
+def run_scenario(request: pytest.FixtureRequest, scenario: _S) -> Iterator[_S]:
+    """The body of a scenario fixture: yield it; print its diagnostics if the test failed; close it."""
+    print(f"fault schedule seed: {scenario.seed} (replay with FOOTFALL_FAULT_SEED={scenario.seed})")
+    try:
+        yield scenario
+    finally:
+        if call_failed(request):
+            print(scenario.diagnostics())
+        scenario.close()
+
+
+def call_failed(request: pytest.FixtureRequest) -> bool:
+    """True if the requesting test's call phase failed (the report kept by tests/conftest.py)."""
+    report = getattr(request.node, "report_call", None)
+    return report is not None and bool(report.failed)
+
+
+def heal(cluster: KafkaCluster, failed: bool) -> None:
+    """After a scenario: every node of ``cluster`` running and unpaused again (its logs printed if it failed)."""
+    if failed:
+        for node_id in cluster.node_ids:
+            print(f"--- kafka node {node_id} server.log (tail)\n{cluster.log_tail(node_id, 3000)}")
+    for node_id in cluster.node_ids:
+        if cluster.is_running(node_id):
+            cluster.resume(node_id)
+    for node_id in cluster.node_ids:
+        if not cluster.is_running(node_id):
+            cluster.start_node(node_id)

@@ -14,32 +14,21 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
 from stack.broker import EmbeddedBroker, free_port
-from tests.faults.harness import Scenario, continued, count_lines_containing, subprocess_env, wait_for
-
-pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(180)]
-
-PROBE_USER = b"00000000-0000-4000-8000-0000000000ff"  # not a bench user: verify counts it as unexpected
-_VISIT = (
-    b'[{"dataVer":1,"userId":"' + PROBE_USER + b'","algorithmType":1,"enterTime":1514764800000,'
-    b'"exitTime":1514767200000,"poiId":1,"latitude":1.0,"longitude":2.0}]'
+from tests.faults.harness import (
+    PROBE_USER,
+    Scenario,
+    continued,
+    count_lines_containing,
+    post_probe,
+    subprocess_env,
+    wait_for,
 )
 
-
-def _post(url: str, timeout: float) -> tuple[int, dict[str, str]]:
-    request = urllib.request.Request(
-        f"{url}/api/visit/v1", data=_VISIT, headers={"Content-Type": "application/json"}, method="POST"
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, dict(response.headers)
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers)
+pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(180)]
 
 
 def _no_server_errors(summary: dict[str, object]) -> None:
@@ -51,24 +40,24 @@ def _no_server_errors(summary: dict[str, object]) -> None:
 def test_broker_paused_then_resumed(faults: Scenario) -> None:
     """SIGSTOP the broker mid-load (every connection hangs, as in a partition), SIGCONT it, lose nothing."""
     stack = faults.stack()
-    assert stack.broker is not None
+    broker_pid = faults.broker_pid(stack)
     run = faults.bench(stack, duration=20)
     wait_for(lambda: stack.accepted() > 0, 20, "the gateway to accept reports")
     pause_at = faults.rng.uniform(3.0, 6.0)
     pause_for = faults.rng.uniform(6.0, 9.0)
     time.sleep(max(0.0, run.started + pause_at - time.monotonic()))  # the seeded schedule, not a wait
 
-    os.kill(stack.broker.pid, signal.SIGSTOP)
-    faults.log(f"SIGSTOP broker pid={stack.broker.pid} for {pause_for:.1f}s")
-    with continued(stack.broker.pid):
+    os.kill(broker_pid, signal.SIGSTOP)
+    faults.log(f"SIGSTOP broker pid={broker_pid} for {pause_for:.1f}s")
+    with continued(broker_pid):
         paused = time.monotonic()
         # While the broker is gone the gateway must still answer, with 503 + Retry-After, not hang or 500.
-        status, headers = _post(stack.gateway_url, timeout=15)
+        status, headers = post_probe(stack.gateway_url, timeout=15)
         faults.log(f"probe POST during the pause: {status} after {time.monotonic() - paused:.1f}s")
         assert status == 503, f"expected 503 while the broker is paused, got {status}"
         assert "Retry-After" in headers
         time.sleep(max(0.0, paused + pause_for - time.monotonic()))  # the seeded schedule
-    faults.log(f"SIGCONT broker pid={stack.broker.pid}")
+    faults.log(f"SIGCONT broker pid={broker_pid}")
 
     accepted_at_resume = stack.accepted()
     wait_for(lambda: stack.accepted() > accepted_at_resume, 30, "the gateway to accept again after the pause")
@@ -99,7 +88,7 @@ def test_broker_unreachable_at_gateway_start(faults: Scenario) -> None:
         with socket.socket() as probe:
             probe.settimeout(0.5)
             if probe.connect_ex(("127.0.0.1", stack.ports["gateway"])) == 0:
-                status, _headers = _post(stack.gateway_url, timeout=10)
+                status, _headers = post_probe(stack.gateway_url, timeout=10)
                 assert status >= 500, f"the gateway answered {status} with no broker"
         time.sleep(0.5)  # the seeded schedule: keep probing until the broker appears
     # 2. The broker appears on the address the gateway was given.

@@ -12,7 +12,8 @@ import urllib.request
 
 import pytest
 
-from stack.processes import Stack, metric_total
+from footfall import promtext
+from stack.processes import Stack
 from tests.faults.harness import Scenario, alive, children, cmdline, continued, group_pids, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(180)]
@@ -38,7 +39,7 @@ def test_gateway_worker_killed_mid_request(faults: Scenario) -> None:
     broker resumes. The killed worker's clients see a reset connection and retry.
     """
     stack = faults.stack()
-    assert stack.broker is not None
+    broker_pid = faults.broker_pid(stack)
     workers = http_workers(stack)
     faults.log(f"gateway http workers: {sorted(workers)}")
     run = faults.bench(stack, duration=18)
@@ -47,11 +48,11 @@ def test_gateway_worker_killed_mid_request(faults: Scenario) -> None:
     time.sleep(max(0.0, run.started + kill_at - time.monotonic()))  # the seeded schedule
     victim = faults.rng.choice(sorted(workers))
 
-    os.kill(stack.broker.pid, signal.SIGSTOP)
-    faults.log(f"SIGSTOP broker pid={stack.broker.pid} (so requests are in flight)")
-    with continued(stack.broker.pid):
+    os.kill(broker_pid, signal.SIGSTOP)
+    faults.log(f"SIGSTOP broker pid={broker_pid} (so requests are in flight)")
+    with continued(broker_pid):
         wait_for(
-            lambda: metric_total(stack.metrics("gateway"), "footfall_gateway_inflight_requests") > 0,
+            lambda: promtext.total(stack.metrics("gateway"), "footfall_gateway_inflight_requests") > 0,
             10,
             "requests in flight at the gateway",
             0.05,
@@ -59,7 +60,7 @@ def test_gateway_worker_killed_mid_request(faults: Scenario) -> None:
         os.kill(victim, signal.SIGKILL)
         faults.log(f"SIGKILL gateway worker pid={victim} with requests in flight")
         wait_for(lambda: not alive(victim), 10, "the killed worker to be gone")
-    faults.log(f"SIGCONT broker pid={stack.broker.pid}")
+    faults.log(f"SIGCONT broker pid={broker_pid}")
 
     # The gateway keeps serving (the surviving worker, or a replacement).
     accepted = stack.accepted()

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from stack.processes import Stack, metric_total
+from footfall import promtext
+from stack.processes import Stack
 from tests.faults.harness import (
     Scenario,
     alive,
@@ -40,7 +41,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(2
 
 
 def _write_errors(stack: Stack) -> float:
-    return metric_total(stack.metrics("sink"), "footfall_sink_write_errors_total")
+    return promtext.total(stack.metrics("sink"), "footfall_sink_write_errors_total")
 
 
 def _sink_workers(stack: Stack) -> list[int]:
@@ -134,8 +135,8 @@ def test_sink_disk_full_then_freed(faults: Scenario, tmpfs_records: Path) -> Non
     sink_metrics = stack.metrics("sink")
     faults.log(
         "sink: parked on retry "
-        f"{metric_total(sink_metrics, 'footfall_sink_retry_parked_records_total'):.0f}, landed from retry "
-        f"{metric_total(sink_metrics, 'footfall_sink_retry_landed_records_total'):.0f}"
+        f"{promtext.total(sink_metrics, 'footfall_sink_retry_parked_records_total'):.0f}, landed from retry "
+        f"{promtext.total(sink_metrics, 'footfall_sink_retry_landed_records_total'):.0f}"
     )
     result.assert_exact(faults.diagnostics())
 
@@ -326,4 +327,4 @@ def test_sink_worker_connections_reset_repeatedly(faults: Scenario) -> None:
     faults.settle_and_verify(stack, run).assert_exact(faults.diagnostics())
     assert stack.processes["sink"].poll() is None
     stack.wait_ready("sink", 30)
-    faults.log(f"sink worker stalls seen: {metric_total(stack.metrics('sink'), 'footfall_sink_worker_stalls_total')}")
+    faults.log(f"sink worker stalls seen: {promtext.total(stack.metrics('sink'), 'footfall_sink_worker_stalls_total')}")

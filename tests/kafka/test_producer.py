@@ -12,8 +12,8 @@ import re
 
 import pytest
 
-from gateway.producer import probe_idempotence
-from tests.kafka.conftest import KafkaScenario
+from footfall.kafka import probe_idempotence
+from tests.faults.harness import KafkaScenario
 from tests.kafka.support import topic_batches
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(300)]

@@ -19,9 +19,8 @@ import urllib.request
 
 import pytest
 
-from stack.processes import metric_total
-from tests.faults.harness import wait_for
-from tests.kafka.conftest import KafkaScenario
+from footfall import promtext
+from tests.faults.harness import KafkaScenario, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -39,8 +38,8 @@ def test_h_no_offset_gap_on_apache_kafka_and_lag_drains_to_zero(kafka_faults: Ka
     run.wait()
     kafka_faults.settle_and_verify(stack, run).assert_exact(f"{SOAK_S:g}s of load on Apache Kafka")
     metrics = stack.metrics("sink")
-    gaps = metric_total(metrics, "footfall_sink_offset_gaps_total")
-    refetches = metric_total(metrics, "footfall_sink_offset_gap_refetches_total")
+    gaps = promtext.total(metrics, "footfall_sink_offset_gaps_total")
+    refetches = promtext.total(metrics, "footfall_sink_offset_gap_refetches_total")
     landed = stack.landed()
     print(f"FIGURES h: {SOAK_S:g}s load, {landed:.0f} landed, gaps accepted {gaps:.0f}, refetched {refetches:.0f}")
     assert gaps == 0 and refetches == 0, "Apache Kafka never skips an offset of a non-transactional, uncompacted topic"
