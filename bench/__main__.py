@@ -134,6 +134,13 @@ def _verify(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(result.line())
+    if result.files == 0 and result.acknowledged:
+        # Total loss and a wrong directory look the same in the counters: say which it may be.
+        print(
+            f"bench verify: no segment files under {settings.record_directory}; "
+            "is it the sink's --record-directory (footfall up: footfall-data)?",
+            file=sys.stderr,
+        )
     if settings.json:
         write_result(settings.json, result)
     return 0 if result.ok else 1

@@ -42,6 +42,7 @@ __all__ = [
     "KAFKA_FAILURES",
     "broker_error",
     "ensure_topics",
+    "in_words",
     "kafka_answers",
     "kafka_answers_async",
     "kafka_error_name",
@@ -93,9 +94,22 @@ def broker_error(exc: BaseException, doing: str = "") -> BrokerError:
         if isinstance(exc, OSError | TimeoutError) or getattr(exc, "retriable", False)
         else BrokerError
     )
-    error = cls(f"{doing}: {exc!r}" if doing else repr(exc))
+    error = cls(f"{doing}: {in_words(exc)}" if doing else in_words(exc))
     error.kafka_error = type(exc).__name__
     return error
+
+
+def in_words(exc: BaseException) -> str:
+    """A client failure for a one-line message: its class and its text, never a repr.
+
+    aiokafka's bootstrap failure lists address tuples (``('127.0.0.1', 9092,
+    <AddressFamily.AF_INET: 2>)``); the user gave the list, so the words say what happened.
+    """
+    name = type(exc).__name__
+    text = str(exc).strip().removeprefix(f"{name}: ")  # aiokafka's str() already names the class
+    if text.startswith("Unable to bootstrap from"):
+        return f"{name}: no broker in the list answered"
+    return f"{name}: {text}" if text and text != name else name
 
 
 @contextlib.contextmanager
@@ -223,7 +237,9 @@ async def wait_for_broker(brokers: str, timeout: float) -> None:  # noqa: ASYNC1
             await admin.close()
         await asyncio.sleep(0.2)
     raise BrokerUnavailableError(
-        f"Kafka at {brokers} did not answer within {timeout:g}s ({last!r}); is the broker running?"
+        f"Kafka at {brokers} did not answer within {timeout:g}s"
+        + (f" ({in_words(last)})" if last is not None else "")
+        + "; is the broker running?"
     )
 
 

@@ -85,16 +85,25 @@ def queue_stop_signals(manager: Any) -> None:
     2. a second signal kills the workers (``manager.kill``), as Sanic's handler does.
     """
     run = manager.run
+    all_workers_ack = manager._all_workers_ack
 
     def stop() -> None:
         manager._shutting_down = True
         manager.monitor_publisher.send("__TERMINATE__")  # one small write to a pipe: safe in a handler
+
+    def acked_or_stopping() -> bool:
+        # Sanic's start-up wait (``wait_for_ack``) re-queues every monitor message but
+        # ``__TERMINATE_EARLY__`` and loops on: a stop queued before the workers acknowledged
+        # would spin there for ever (seen: Ctrl+C while the workers import). Once a stop is
+        # queued the wait ends, and the monitor loop takes the stop at its first turn.
+        return bool(manager._shutting_down) or bool(all_workers_ack())
 
     def run_with_queued_stop() -> None:
         with ProcessSignals(stop=stop, force=manager.kill):
             run()
 
     manager.run = run_with_queued_stop
+    manager._all_workers_ack = acked_or_stopping
 
 
 def _stop_workers(manager: Any, grace: float) -> None:

@@ -26,6 +26,8 @@ Exit codes (also in the README):
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import re
 import subprocess
 import sys
@@ -36,17 +38,19 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
-from footfall.errors import FootfallError, StartupError
-from footfall.preflight import check_directory
+from footfall.errors import ConfigError, FootfallError, StartupError
+from footfall.kafka import parse_brokers
+from footfall.preflight import check_directory, describe_pid
 from stack.children import interrupt
 from stack.command import EXIT_INTERRUPTED, Interrupts, command
 from stack.kafka import KafkaCluster
 from stack.processes import Stack, StackConfig
 
-__all__ = ["EXIT_DATA_LOSS", "EXIT_FAILED", "EXIT_OK", "EXIT_STARTUP", "UpSettings", "main"]
+__all__ = ["EXIT_DATA_LOSS", "EXIT_FAILED", "EXIT_FLAGS", "EXIT_OK", "EXIT_STARTUP", "UpSettings", "main"]
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
+EXIT_FLAGS: Final = 2  # argparse's code for a bad flag; the same for a bad value found after parsing
 EXIT_STARTUP: Final = 3
 EXIT_DATA_LOSS: Final = 4
 
@@ -93,19 +97,62 @@ def _line(stack: Stack) -> str:
         return f"(metrics unavailable: {getattr(reason, 'strerror', None) or reason})"
 
 
+def _flag_error(settings: UpSettings) -> str | None:
+    """What is wrong with flags that parse but cannot work, before anything starts."""
+    if not settings.record_directory.strip():
+        return "--record-directory is empty; give a directory (default: footfall-data)"
+    if settings.kafka and settings.brokers:
+        return "--kafka starts its own Kafka; give it or --brokers, not both"
+    if settings.brokers:
+        try:
+            parse_brokers(settings.brokers)
+        except ConfigError as exc:
+            return str(exc)
+    return None
+
+
+def _claim(records: Path) -> int:
+    """Take ``<records>/_footfall/up.lock`` for this run; the open descriptor holds it.
+
+    Two ``footfall up`` on one directory would fight over the sink's partition locks, the
+    dashboard's database and the log files; the second one stops here, before it starts anything.
+
+    Raises:
+        StartupError: another process holds the lock.
+    """
+    path = records / "_footfall" / "up.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        who = describe_pid(int(holder)) if holder.isdigit() else "another process"
+        raise StartupError(
+            f"--record-directory: another footfall up ({who}) is using {records}; "
+            "stop it, or give this one another --record-directory"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 def run(settings: UpSettings) -> int:
     """Run ``footfall up``; returns one of the exit codes in the module docstring."""
+    flag_error = _flag_error(settings)
+    if flag_error:
+        print(f"footfall up: {flag_error}", file=sys.stderr)
+        return EXIT_FLAGS
     records = Path(settings.record_directory).resolve()
     logs = Path(settings.log_directory).resolve() if settings.log_directory else records / "_footfall" / "logs"
     try:
         check_directory(records, "--record-directory")
         check_directory(logs, "--log-directory")
+        _claim(records)  # the descriptor stays open (and the lock held) until this process exits
     except StartupError as exc:
         print(f"footfall up: {exc}", file=sys.stderr)
         return EXIT_STARTUP
-    if settings.kafka and settings.brokers:
-        print("footfall up: --kafka starts its own Kafka; give it or --brokers, not both", file=sys.stderr)
-        return 2  # a flag conflict: the exit code of every bad flag
     kafka = KafkaCluster(1, records / "_footfall" / "kafka") if settings.kafka else None
     stack: Stack | None = None
     bench: subprocess.Popen[bytes] | None = None

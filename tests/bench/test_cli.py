@@ -91,6 +91,12 @@ def test_run_file_and_verify_cli(tmp_path: Path) -> None:
 
     ok = bench("verify", str(run_file), "--record-directory", str(records))
     assert ok.returncode == 0 and ok.stdout.startswith("lost=0 duplicated=0 unexpected=0"), ok.stdout + ok.stderr
+    assert "no segment files" not in ok.stderr
+
+    (tmp_path / "empty").mkdir()
+    elsewhere = bench("verify", str(run_file), "--record-directory", str(tmp_path / "empty"))
+    assert elsewhere.returncode == 1 and elsewhere.stdout.startswith("lost=240 "), elsewhere.stdout
+    assert f"no segment files under {tmp_path / 'empty'}" in elsewhere.stderr  # a wrong directory, perhaps
 
     segment, _ = next(segment_files(records, "visit"))
     segment.write_bytes(b"".join(segment.read_bytes().splitlines(keepends=True)[1:]))

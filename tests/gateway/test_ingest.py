@@ -207,3 +207,14 @@ async def test_the_prober_says_yes_for_the_broker(broker: str) -> None:
     host, _, port = broker.rpartition(":")
     assert kafka_answers(host, int(port))
     assert await kafka_answers_async(host, int(port), within=2.0)
+
+
+def test_broker_errors_are_in_words_not_reprs() -> None:
+    bootstrap = KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 41169, <AddressFamily.AF_INET: 2>)]")
+    message = str(broker_error(bootstrap, "cannot reach 127.0.0.1:41169"))
+    assert message == "cannot reach 127.0.0.1:41169: KafkaConnectionError: no broker in the list answered"
+    assert "AddressFamily" not in message and "(" not in message
+    assert str(broker_error(TimeoutError())) == "TimeoutError"
+    assert str(broker_error(ConnectionRefusedError(111, "Connect call failed"))) == (
+        "ConnectionRefusedError: [Errno 111] Connect call failed"
+    )

@@ -156,3 +156,53 @@ def test_ctrl_c_to_the_process_group_stops_without_a_traceback(broker: str) -> N
     assert returncode == 0, output[-4000:]
     assert "gateway stopped" in output
     gw.stop()
+
+
+def _spawned(pid: int) -> list[int]:
+    """Children of ``pid`` started by multiprocessing's spawn (Sanic's workers and its shared state)."""
+    out = []
+    for child in _children(pid):
+        with contextlib.suppress(OSError):
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+                out.append(child)
+    return sorted(out)
+
+
+@pytest.mark.timeout(90)
+def test_ctrl_c_before_the_workers_are_up_stops_the_gateway(broker: str) -> None:
+    """Ctrl+C while Sanic still waits for its workers' start-up acknowledgement (made certain here by
+    pausing the workers as soon as they exist): the queued stop must end that wait, not spin in it."""
+    gw = GatewayProcess(["--brokers", broker, "--workers", "2"])
+    with gw.log.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", *gw.args],
+            env=gw.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    gw.proc = proc
+    workers: list[int] = []
+    try:
+        # The shared-state process is spawned first, then the two workers.
+        _poll(lambda: len(_spawned(proc.pid)) >= 3, 30.0, "the workers to be spawned")
+        workers = _spawned(proc.pid)[1:]
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        assert not list(gw.metrics_dir.glob("*.json"))  # no worker got as far as its first snapshot
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl+C does
+        _poll(lambda: not _sigint_pending(proc.pid), 10.0, "SIGINT delivered")
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+        returncode = proc.wait(30)  # the old code spun in Sanic's wait_for_ack for ever
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    output = gw.log.read_text(errors="replace")
+    assert returncode in (0, 1), output[-4000:]  # stopped by itself, not killed
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], "a worker outlived the gateway"
