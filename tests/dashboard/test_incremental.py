@@ -14,7 +14,7 @@ from dashboard.ranges import Range
 from dashboard.schema import ReportKind
 from dashboard.segments import list_segments
 from dashboard.store import RollupStore
-from footfall.layout import segment_path
+from footfall.layout import segment_name, segment_path
 from footfall.reports import encode_report
 from tests.dashboard.conftest import START, make_records
 from tests.dashboard.fixtures import expected, generate
@@ -458,3 +458,24 @@ def test_batch_bytes_bounds_each_transaction_also_within_one_file(tmp_path: Path
         assert _positive(views(store)) == _positive(expected_views(tmp_path))
         # Folded in pieces, compacted into one row set once done.
         assert store.cursor().execute("SELECT pieces FROM files WHERE path = ?", [str(big)]).fetchone() == (1,)
+
+
+def test_records_landed_from_the_retry_topic_are_counted(tmp_path: Path, seed: int) -> None:
+    """Parked records land from ``visit.retry`` into ``visit/`` in files named after the retry
+    partition (and nowhere else): the charts count them, and that partition's open file is its own."""
+    visits, _ = generate(seed, 2, 1, START)
+    lines = [encode_report(v) + b"\n" for v in visits]
+    own = segment_path(tmp_path, "visit", LANDED, 0, 0)
+    own.parent.mkdir(parents=True)
+    own.write_bytes(b"".join(lines[:10]))
+    retry = own.with_name(segment_name("visit.retry", 0, 0))
+    retry.write_bytes(b"".join(lines[10:]))
+
+    segments = {s.path: s for s in list_segments(tmp_path, TOPICS)}
+    assert set(segments) == {own, retry}
+    assert (segments[retry].topic, segments[retry].kind, segments[retry].closed) == ("visit.retry", "visit", False)
+    assert segments[own].closed is False  # visit[0]'s newest file, not closed by visit.retry[0]'s
+    with RollupStore(tmp_path, None, TOPICS) as store:
+        store.refresh()
+        assert store.summary()["reports"]["visit"] == len(visits)
+        assert _positive(views(store)) == _positive(expected_views(tmp_path))
