@@ -35,22 +35,22 @@ ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
 # Build context is an allow-list (.dockerignore): metadata first, then the packages.
-COPY pyproject.toml README.md LICENSE ./
+COPY pyproject.toml README.md LICENSE requirements.lock ./
 COPY footfall/ footfall/
 COPY gateway/ gateway/
 COPY sink/ sink/
 COPY bench/ bench/
 COPY dashboard/ dashboard/
 COPY stack/ stack/
-COPY perf/ perf/
 
-# 1. Wheels for the project (from pyproject.toml, package data included) and its deps.
+# 1. Wheels for the project (from pyproject.toml, package data included) with the role extras
+#    (one image serves every role), each dependency at its version in requirements.lock.
 # 2. Install them offline into /opt/venv: the exact set that was just built.
 # 3. The health probe, as a command on PATH.
-# DL3013 (pin versions): these are the wheels built one line earlier, offline; pyproject pins the ranges.
+# DL3013 (pin versions): requirements.lock pins every version; step 2 installs the wheels of step 1, offline.
 # hadolint ignore=DL3013
-RUN pip wheel --wheel-dir /wheels . \
- && pip install --no-index --find-links /wheels footfall \
+RUN pip wheel --wheel-dir /wheels -c requirements.lock ".[bench,dashboard]" \
+ && pip install --no-index --find-links /wheels -c requirements.lock "footfall[bench,dashboard]" \
  && footfall --version
 COPY deploy/healthcheck.py /opt/venv/bin/footfall-healthcheck
 RUN chmod 0755 /opt/venv/bin/footfall-healthcheck
@@ -99,6 +99,7 @@ CMD ["--help"]
 FROM runtime AS debug
 
 # py-spy reads another process's memory: run this target with `cap_add: [SYS_PTRACE]`.
+# Its version is the one in requirements.lock (tests/core/test_packaging.py keeps them equal).
 USER 0:0
 RUN pip install --no-cache-dir py-spy==0.4.3
 USER 10001:10001

@@ -15,12 +15,12 @@ import random
 import uuid
 from typing import Final
 
+from footfall.layout import MS_PER_DAY
 from footfall.reports import Activity, Visit
 
 __all__ = [
     "ACTIVITY_TYPES",
     "ALGORITHM_TYPES",
-    "DAY_MS",
     "DEFAULT_START_DATE",
     "REPORTS_PER_DAY",
     "day_start_ms",
@@ -29,7 +29,6 @@ __all__ = [
     "user_id",
 ]
 
-DAY_MS: Final = 86_400_000
 HOUR_MS: Final = 3_600_000
 MINUTE_MS: Final = 60_000
 REPORTS_PER_DAY: Final = 12
@@ -44,7 +43,7 @@ DATA_VERSION: Final = 1
 def day_start_ms(start_date: dt.date, day: int) -> int:
     """Epoch ms of 00:00 UTC on ``start_date + day`` days."""
     start = dt.datetime(start_date.year, start_date.month, start_date.day, tzinfo=dt.UTC)
-    return int(start.timestamp()) * 1000 + day * DAY_MS
+    return int(start.timestamp()) * 1000 + day * MS_PER_DAY
 
 
 def user_id(rng: random.Random) -> uuid.UUID:

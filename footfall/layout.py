@@ -24,11 +24,13 @@ from footfall.errors import ConfigError
 
 __all__ = [
     "MS_PER_DAY",
+    "RETRY_SUFFIX",
     "SEGMENT_SUFFIX",
     "SegmentName",
     "check_topic",
     "date_dir",
     "day_of",
+    "folder_of",
     "parse_segment_name",
     "segment_files",
     "segment_name",
@@ -36,6 +38,9 @@ __all__ = [
 ]
 
 SEGMENT_SUFFIX: Final = ".jsonl"
+#: A topic of parked records (``<topic>.retry``); its records land in ``<topic>``'s folder, in
+#: files named after the retry partition (``<topic>.retry+<p>+<offset>.jsonl``).
+RETRY_SUFFIX: Final = ".retry"
 #: Milliseconds in a UTC day: a record lands in the ``date=`` folder of ``timestamp // MS_PER_DAY``.
 MS_PER_DAY: Final = 86_400_000
 _TOPIC_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -96,19 +101,31 @@ def day_of(timestamp_ms: int) -> int:
     return timestamp_ms // MS_PER_DAY
 
 
+def folder_of(topic: str) -> str:
+    """The topic folder a topic's segments land in: a ``<topic>.retry`` partition's go to ``<topic>``."""
+    return topic.removesuffix(RETRY_SUFFIX)
+
+
 def segment_files(
     record_directory: Path, topic: str | None = None, partition: int | None = None
 ) -> Iterator[tuple[Path, SegmentName]]:
     """Every segment file under ``record_directory``, with what its name says, in no set order.
 
-    ``topic``/``partition`` narrow the search. Files in the tree whose names are not segment
-    names (a stray file, an editor's backup) are skipped: callers that must flag them look
-    at the tree themselves. A partition's files are in log order when sorted by
-    ``(name.generation, name.start_offset)``.
+    ``topic``/``partition`` narrow the search to the files named after that topic (and
+    partition): ``topic="visit"`` gives the files of ``visit``'s own partitions, and
+    ``topic="visit.retry"`` those landed from the retry topic (in the same ``visit`` folder).
+    Without ``topic``, every segment of every folder, retry ones included. Files in the tree
+    whose names are not segment names of their folder (a stray file, an editor's backup) are
+    skipped: callers that must flag them look at the tree themselves. A partition's files
+    are in log order when sorted by ``(name.generation, name.start_offset)``.
     """
-    topic_glob = check_topic(topic) if topic is not None else "*"
-    prefix = f"{topic_glob}+{partition}+" if partition is not None else ""
-    for path in record_directory.glob(f"{topic_glob}/date=*/{prefix}*{SEGMENT_SUFFIX}"):
+    folder = folder_of(check_topic(topic)) if topic is not None else "*"
+    prefix = f"{topic}+" if topic is not None else ""
+    if partition is not None:
+        prefix = f"{prefix or '*+'}{partition}+"
+    for path in record_directory.glob(f"{folder}/date=*/{prefix}*{SEGMENT_SUFFIX}"):
         name = parse_segment_name(path.name)
-        if name is not None and path.parent.parent.name == name.topic:
+        if name is None or folder_of(name.topic) != path.parent.parent.name:
+            continue
+        if (topic is None or name.topic == topic) and (partition is None or name.partition == partition):
             yield path, name

@@ -1,5 +1,10 @@
 """Prometheus metrics aggregated over the worker processes of one service.
 
+A role declares its metric set once, as a :class:`MetricSet` subclass whose class attributes
+are :func:`counter`, :func:`gauge` and :func:`histogram` declarations (``gateway/metrics.py``,
+``sink/instruments.py``, the dashboard's ``dashboard/app.py``); an instance creates them in
+its process's registry. Counter series only go up: they have ``inc()`` and nothing else.
+
 Each process records into its own in-memory :class:`Registry` (no locks, no syscalls
 on the hot path). A :class:`SnapshotWriter` task dumps the registry every second to
 ``<metrics-dir>/<pid>.json`` (atomic replace). Whichever process serves ``/metrics``
@@ -25,28 +30,35 @@ import math
 import os
 import platform
 import resource
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, ClassVar, Final, Generic, Literal, TypeVar, overload
 
 import orjson
 
 from footfall import __version__
 
 __all__ = [
+    "LABEL_SEPARATOR",
     "LATENCY_BUCKETS",
     "SIZE_BUCKETS",
     "Counter",
     "Gauge",
     "Histogram",
+    "MetricSet",
     "Registry",
     "SnapshotWriter",
     "collect",
+    "counter",
+    "gauge",
+    "histogram",
     "render",
 ]
 
 LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 SIZE_BUCKETS: Final = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576)
+#: A snapshot's ``samples`` are keyed by the series' label values joined with this character.
+LABEL_SEPARATOR: Final = "\x1f"
 
 Kind = Literal["counter", "gauge", "histogram"]
 
@@ -87,20 +99,23 @@ def _process_sample() -> dict[str, float]:
     return sample
 
 
-class _Metric:
-    kind: Kind
+class _CounterChild:
+    """One labelled series of a counter: it only goes up (``inc`` of a negative amount is refused)."""
 
-    def __init__(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> None:
-        self.name = name
-        self.help = help_text
-        self.labelnames = tuple(labelnames)
-        self._children: dict[tuple[str, ...], Any] = {}
+    __slots__ = ("value",)
 
-    def _samples(self) -> dict[str, Any]:
-        raise NotImplementedError
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        if amount < 0:
+            raise ValueError(f"a counter only goes up: inc({amount}) refused")
+        self.value += amount
 
 
-class _Value:
+class _GaugeChild:
+    """One labelled series of a gauge."""
+
     __slots__ = ("value",)
 
     def __init__(self) -> None:
@@ -116,37 +131,9 @@ class _Value:
         self.value = value
 
 
-class Counter(_Metric):
-    """A monotonically increasing count."""
-
-    kind: Kind = "counter"
-
-    def labels(self, *values: str) -> _Value:
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = _Value()
-        return child  # type: ignore[no-any-return]
-
-    def inc(self, amount: float = 1.0) -> None:
-        self.labels().inc(amount)
-
-    def _samples(self) -> dict[str, Any]:
-        return {"\x1f".join(k): v.value for k, v in self._children.items()}
-
-
-class Gauge(Counter):
-    """A value that goes up and down (summed over live processes)."""
-
-    kind: Kind = "gauge"
-
-    def set(self, value: float) -> None:
-        self.labels().set(value)
-
-    def dec(self, amount: float = 1.0) -> None:
-        self.labels().dec(amount)
-
-
 class _HistogramChild:
+    """One labelled series of a histogram: a count per bucket and the sum of observations."""
+
     __slots__ = ("buckets", "counts", "sum")
 
     def __init__(self, buckets: tuple[float, ...]) -> None:
@@ -159,10 +146,75 @@ class _HistogramChild:
         self.sum += value
 
 
-class Histogram(_Metric):
+_C = TypeVar("_C", _CounterChild, _GaugeChild, _HistogramChild)
+
+
+class _Metric(Generic[_C]):
+    kind: ClassVar[Kind]
+
+    def __init__(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> None:
+        self.name = name
+        self.help = help_text
+        self.labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], _C] = {}
+
+    def _new_child(self) -> _C:
+        raise NotImplementedError
+
+    def labels(self, *values: str) -> _C:
+        """The series with these label values (one per label name, in order), created at first use."""
+        child = self._children.get(values)
+        if child is None:
+            if len(values) != len(self.labelnames):
+                raise ValueError(f"{self.name} has labels {self.labelnames}, got values {values}")
+            child = self._children[values] = self._new_child()
+        return child
+
+    def _samples(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+_S = TypeVar("_S", _CounterChild, _GaugeChild)
+
+
+class _Scalar(_Metric[_S]):
+    """A metric whose series are one number each."""
+
+    def _samples(self) -> dict[str, Any]:
+        return {LABEL_SEPARATOR.join(k): v.value for k, v in self._children.items()}
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.labels().inc(amount)
+
+
+class Counter(_Scalar[_CounterChild]):
+    """A monotonically increasing count: its series have ``inc()`` and nothing that lowers them."""
+
+    kind: ClassVar[Kind] = "counter"
+
+    def _new_child(self) -> _CounterChild:
+        return _CounterChild()
+
+
+class Gauge(_Scalar[_GaugeChild]):
+    """A value that goes up and down (summed over live processes)."""
+
+    kind: ClassVar[Kind] = "gauge"
+
+    def _new_child(self) -> _GaugeChild:
+        return _GaugeChild()
+
+    def dec(self, amount: float = 1.0) -> None:
+        self.labels().dec(amount)
+
+    def set(self, value: float) -> None:
+        self.labels().set(value)
+
+
+class Histogram(_Metric[_HistogramChild]):
     """Counts of observations per bucket (upper bounds inclusive, as Prometheus)."""
 
-    kind: Kind = "histogram"
+    kind: ClassVar[Kind] = "histogram"
 
     def __init__(
         self, name: str, help_text: str, labelnames: Sequence[str] = (), buckets: Sequence[float] = LATENCY_BUCKETS
@@ -170,41 +222,41 @@ class Histogram(_Metric):
         super().__init__(name, help_text, labelnames)
         self.buckets = tuple(sorted(buckets))
 
-    def labels(self, *values: str) -> _HistogramChild:
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = _HistogramChild(self.buckets)
-        return child  # type: ignore[no-any-return]
+    def _new_child(self) -> _HistogramChild:
+        return _HistogramChild(self.buckets)
 
     def observe(self, value: float) -> None:
         self.labels().observe(value)
 
     def _samples(self) -> dict[str, Any]:
-        return {"\x1f".join(k): [c.counts, c.sum] for k, c in self._children.items()}
+        return {LABEL_SEPARATOR.join(k): [c.counts, c.sum] for k, c in self._children.items()}
+
+
+_M = TypeVar("_M", bound=_Metric[Any])
 
 
 class Registry:
     """The metrics of one process."""
 
     def __init__(self) -> None:
-        self._metrics: dict[str, _Metric] = {}
+        self._metrics: dict[str, _Metric[Any]] = {}
 
-    def _register(self, metric: _Metric) -> Any:
+    def _register(self, metric: _M) -> _M:
         if metric.name in self._metrics:
             raise ValueError(f"metric {metric.name} registered twice")
         self._metrics[metric.name] = metric
         return metric
 
     def counter(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> Counter:
-        return self._register(Counter(name, help_text, labelnames))  # type: ignore[no-any-return]
+        return self._register(Counter(name, help_text, labelnames))
 
     def gauge(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> Gauge:
-        return self._register(Gauge(name, help_text, labelnames))  # type: ignore[no-any-return]
+        return self._register(Gauge(name, help_text, labelnames))
 
     def histogram(
         self, name: str, help_text: str, labelnames: Sequence[str] = (), buckets: Sequence[float] = LATENCY_BUCKETS
     ) -> Histogram:
-        return self._register(Histogram(name, help_text, labelnames, buckets))  # type: ignore[no-any-return]
+        return self._register(Histogram(name, help_text, labelnames, buckets))
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-able picture of every metric, tagged with this process's pid."""
@@ -222,6 +274,66 @@ class Registry:
                 for m in self._metrics.values()
             },
         }
+
+
+class _Declared(Generic[_M]):
+    """A metric declared on a :class:`MetricSet` subclass; each instance of the set gets its own."""
+
+    def __init__(self, create: Callable[[Registry], _M]) -> None:
+        self.create: Callable[[Registry], _M] = create
+        self.attribute = ""
+
+    def __set_name__(self, owner: type[MetricSet], name: str) -> None:
+        self.attribute = name
+
+    @overload
+    def __get__(self, instance: None, owner: type[MetricSet]) -> _Declared[_M]: ...
+    @overload
+    def __get__(self, instance: MetricSet, owner: type[MetricSet]) -> _M: ...
+    def __get__(self, instance: MetricSet | None, owner: type[MetricSet]) -> _Declared[_M] | _M:
+        # Only reached before MetricSet.__init__ put the instance's own metric in its __dict__.
+        if instance is None:
+            return self
+        raise AttributeError(f"{owner.__name__}.{self.attribute}: metric not created yet (MetricSet.__init__)")
+
+
+def counter(name: str, help_text: str, labelnames: Sequence[str] = ()) -> _Declared[Counter]:
+    """Declare a :class:`Counter` on a :class:`MetricSet`."""
+    return _Declared(lambda registry: registry.counter(name, help_text, labelnames))
+
+
+def gauge(name: str, help_text: str, labelnames: Sequence[str] = ()) -> _Declared[Gauge]:
+    """Declare a :class:`Gauge` on a :class:`MetricSet`."""
+    return _Declared(lambda registry: registry.gauge(name, help_text, labelnames))
+
+
+def histogram(
+    name: str, help_text: str, labelnames: Sequence[str] = (), buckets: Sequence[float] = LATENCY_BUCKETS
+) -> _Declared[Histogram]:
+    """Declare a :class:`Histogram` on a :class:`MetricSet`."""
+    return _Declared(lambda registry: registry.histogram(name, help_text, labelnames, buckets))
+
+
+class MetricSet:
+    """The metrics one role records in one process, declared once as class attributes.
+
+    ::
+
+        class GatewayMetrics(MetricSet):
+            requests = counter("footfall_gateway_requests_total", "HTTP requests answered", ("route", "status"))
+
+        metrics = GatewayMetrics()  # creates every declared metric in a new Registry
+        metrics.requests.labels("/api/visit/v1", "200").inc()
+
+    Each instance registers its own metrics, so tests can build as many sets as they like.
+    """
+
+    def __init__(self, registry: Registry | None = None) -> None:
+        self.registry = Registry() if registry is None else registry
+        for cls in reversed(type(self).__mro__):
+            for attribute, declared in vars(cls).items():
+                if isinstance(declared, _Declared):
+                    self.__dict__[attribute] = declared.create(self.registry)
 
 
 def _alive(pid: int) -> bool:
@@ -262,7 +374,7 @@ def _fmt(value: float) -> str:
 
 
 def _labels(names: Sequence[str], key: str, extra: str = "") -> str:
-    values = key.split("\x1f") if names else []
+    values = key.split(LABEL_SEPARATOR) if names else []
     parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=False)]
     if extra:
         parts.append(extra)

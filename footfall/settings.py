@@ -120,7 +120,9 @@ class SettingsParser:
             default = field.default_factory()
         shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
         help_text = _description(field)
-        suffix = f"[env {env}" + ("" if field.required else f"; default {shown!s}") + "]"
+        # No "default None" / "default " in --help: an absent default is said by the description.
+        unset = field.required or shown is None or shown == ""
+        suffix = f"[env {env}" + ("" if unset else f"; default {shown!s}") + "]"
         kwargs: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS}
         if isinstance(base, msgspec.inspect.BoolType):
             kwargs["action"] = argparse.BooleanOptionalAction

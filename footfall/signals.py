@@ -41,17 +41,25 @@ class _TwoStage:
 
 
 class LoopSignals(_TwoStage):
-    """Context manager: first signal -> ``stop()``, second -> ``force()``, in the running loop."""
+    """Context manager: first signal -> ``stop()``, second -> ``force()``, in the running loop.
+
+    The previous handlers come back on exit (``remove_signal_handler`` alone would leave
+    Python's defaults, dropping whatever the process had installed before).
+    """
 
     def __enter__(self) -> LoopSignals:
         self._loop = asyncio.get_running_loop()
+        self._previous: dict[signal.Signals, Any] = {}
         for sig in STOP_SIGNALS:
+            self._previous[sig] = signal.getsignal(sig)
             self._loop.add_signal_handler(sig, self._on_signal)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for sig in STOP_SIGNALS:
+        for sig, previous in self._previous.items():
             self._loop.remove_signal_handler(sig)
+            if previous is not None:  # None: a handler not installed from Python, nothing to put back
+                signal.signal(sig, previous)
 
 
 class ProcessSignals(_TwoStage):

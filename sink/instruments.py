@@ -41,119 +41,113 @@ Names (Prometheus; ``topic`` is the topic whose directory the files are in):
 
 from __future__ import annotations
 
-from footfall.metrics import LATENCY_BUCKETS, Registry
+from footfall.metrics import LATENCY_BUCKETS, MetricSet, counter, gauge, histogram
 
-__all__ = ["SinkMetrics", "SupervisorMetrics"]
+__all__ = ("SinkMetrics", "SupervisorMetrics")
 
 _E2E_BUCKETS = (*LATENCY_BUCKETS[:-1], 30.0, 60.0, 300.0)
 
 
-class SinkMetrics:
+class SinkMetrics(MetricSet):
     """Metrics a worker process records."""
 
-    def __init__(self, registry: Registry | None = None) -> None:
-        r = self.registry = registry or Registry()
-        self.records_written = r.counter(
-            "footfall_sink_records_written_total", "records landed in fsynced, checkpointed files", ["topic"]
-        )
-        self.bytes_written = r.counter("footfall_sink_bytes_written_total", "bytes landed in files", ["topic"])
-        self.e2e_latency = r.histogram(
-            "footfall_sink_e2e_latency_seconds",
-            "checkpoint time minus gateway receive time (ff-received-ms), sampled",
-            ["topic"],
-            buckets=_E2E_BUCKETS,
-        )
-        self.fsync_seconds = r.histogram("footfall_sink_fsync_seconds", "one segment fsync", ["topic"])
-        self.commit_seconds = r.histogram(
-            "footfall_sink_commit_seconds", "one partition's commit: write, fsync, checkpoint", ["topic"]
-        )
-        self.assigned = r.gauge("footfall_sink_assigned_partitions", "partitions assigned", ["group"])
-        self.dlq = r.counter("footfall_sink_dlq_records_total", "poison records sent to <topic>.dlq", ["topic"])
-        self.parked = r.counter(
-            "footfall_sink_retry_parked_records_total", "records parked on <topic>.retry (write failures)", ["topic"]
-        )
-        self.retry_landed = r.counter(
-            "footfall_sink_retry_landed_records_total", "parked records landed from <topic>.retry", ["topic"]
-        )
-        self.retry_skipped = r.counter(
-            "footfall_sink_retry_skipped_records_total",
-            "records on <topic>.retry skipped as already landed (parked twice, or landed directly)",
-            ["topic"],
-        )
-        self.write_errors = r.counter(
-            "footfall_sink_write_errors_total", "failed writes/fsyncs/checkpoints", ["topic", "errno"]
-        )
-        self.offset_gaps = r.counter(
-            "footfall_sink_offset_gaps_total",
-            "offset gaps accepted after --gap-timeout (the missing offsets are skipped)",
-            ["topic"],
-        )
-        self.offset_gap_refetches = r.counter(
-            "footfall_sink_offset_gap_refetches_total",
-            "offset gaps that healed when the partition was fetched again (nothing skipped)",
-            ["topic"],
-        )
-        self.recoveries = r.counter("footfall_sink_recoveries_total", "partition recoveries on assignment", ["topic"])
-        self.lag = r.gauge(
-            "footfall_sink_lag_records",
-            "records of the partition not landed yet (end offset - next offset)",
-            ["topic", "partition"],
-        )
-        self.lock_waiting = r.gauge(
-            "footfall_sink_lock_waiting_partitions",
-            "assigned partitions paused until another process releases their file lock",
-            ["topic"],
-        )
-        self.lock_blocked = r.gauge(
-            "footfall_sink_lock_blocked_partitions",
-            "1 per partition that has waited for its file lock longer than --lock-timeout (/readyz false)",
-            ["topic", "partition"],
-        )
-        self.lock_waits = r.counter(
-            "footfall_sink_lock_waits_total", "assignments that found the partition's lock held", ["topic"]
-        )
-        self.lock_wait_seconds = r.histogram(
-            "footfall_sink_lock_wait_seconds",
-            "how long a wait for a held partition lock lasted (until taken or revoked)",
-            ["topic"],
-            buckets=(0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
-        )
-        self.stalls = r.counter(
-            "footfall_sink_worker_stalls_total",
-            "workers stopped for a restart: fetcher died or no progress",
-            ["reason"],
-        )
-        self.log_restarts = r.counter(
-            "footfall_sink_log_restarts_total",
-            "partitions whose checkpoint was ahead of the log: new log generation",
-            ["topic"],
-        )
-        self.retention_lost = r.counter(
-            "footfall_sink_retention_lost_records_total",
-            "records removed from the log (retention) before they landed",
-            ["topic"],
-        )
-        self.bad_checkpoints = r.gauge(
-            "footfall_sink_bad_checkpoint_partitions",
-            "partitions paused on an invalid checkpoint until it is fixed",
-            ["topic"],
-        )
-        self.segments_lost = r.counter(
-            "footfall_sink_segments_lost_total",
-            "open segments deleted, replaced or changed under the sink",
-            ["topic"],
-        )
-        self.ready = r.gauge("footfall_sink_worker_ready", "1 per worker whose consumers are running")
+    records_written = counter(
+        "footfall_sink_records_written_total", "records landed in fsynced, checkpointed files", ("topic",)
+    )
+    bytes_written = counter("footfall_sink_bytes_written_total", "bytes landed in files", ("topic",))
+    e2e_latency = histogram(
+        "footfall_sink_e2e_latency_seconds",
+        "checkpoint time minus gateway receive time (ff-received-ms), sampled",
+        ("topic",),
+        buckets=_E2E_BUCKETS,
+    )
+    fsync_seconds = histogram("footfall_sink_fsync_seconds", "one segment fsync", ("topic",))
+    commit_seconds = histogram(
+        "footfall_sink_commit_seconds", "one partition's commit: write, fsync, checkpoint", ("topic",)
+    )
+    assigned = gauge("footfall_sink_assigned_partitions", "partitions assigned", ("group",))
+    dlq = counter("footfall_sink_dlq_records_total", "poison records sent to <topic>.dlq", ("topic",))
+    parked = counter(
+        "footfall_sink_retry_parked_records_total", "records parked on <topic>.retry (write failures)", ("topic",)
+    )
+    retry_landed = counter(
+        "footfall_sink_retry_landed_records_total", "parked records landed from <topic>.retry", ("topic",)
+    )
+    retry_skipped = counter(
+        "footfall_sink_retry_skipped_records_total",
+        "records on <topic>.retry skipped as already landed (parked twice, or landed directly)",
+        ("topic",),
+    )
+    write_errors = counter("footfall_sink_write_errors_total", "failed writes/fsyncs/checkpoints", ("topic", "errno"))
+    offset_gaps = counter(
+        "footfall_sink_offset_gaps_total",
+        "offset gaps accepted after --gap-timeout (the missing offsets are skipped)",
+        ("topic",),
+    )
+    offset_gap_refetches = counter(
+        "footfall_sink_offset_gap_refetches_total",
+        "offset gaps that healed when the partition was fetched again (nothing skipped)",
+        ("topic",),
+    )
+    recoveries = counter("footfall_sink_recoveries_total", "partition recoveries on assignment", ("topic",))
+    lag = gauge(
+        "footfall_sink_lag_records",
+        "records of the partition not landed yet (end offset - next offset)",
+        ("topic", "partition"),
+    )
+    lock_waiting = gauge(
+        "footfall_sink_lock_waiting_partitions",
+        "assigned partitions paused until another process releases their file lock",
+        ("topic",),
+    )
+    lock_blocked = gauge(
+        "footfall_sink_lock_blocked_partitions",
+        "1 per partition that has waited for its file lock longer than --lock-timeout (/readyz false)",
+        ("topic", "partition"),
+    )
+    lock_waits = counter(
+        "footfall_sink_lock_waits_total", "assignments that found the partition's lock held", ("topic",)
+    )
+    lock_wait_seconds = histogram(
+        "footfall_sink_lock_wait_seconds",
+        "how long a wait for a held partition lock lasted (until taken or revoked)",
+        ("topic",),
+        buckets=(0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+    )
+    stalls = counter(
+        "footfall_sink_worker_stalls_total",
+        "workers stopped for a restart: fetcher died or no progress",
+        ("reason",),
+    )
+    log_restarts = counter(
+        "footfall_sink_log_restarts_total",
+        "partitions whose checkpoint was ahead of the log: new log generation",
+        ("topic",),
+    )
+    retention_lost = counter(
+        "footfall_sink_retention_lost_records_total",
+        "records removed from the log (retention) before they landed",
+        ("topic",),
+    )
+    bad_checkpoints = gauge(
+        "footfall_sink_bad_checkpoint_partitions",
+        "partitions paused on an invalid checkpoint until it is fixed",
+        ("topic",),
+    )
+    segments_lost = counter(
+        "footfall_sink_segments_lost_total",
+        "open segments deleted, replaced or changed under the sink",
+        ("topic",),
+    )
+    ready = gauge("footfall_sink_worker_ready", "1 per worker whose consumers are running")
 
 
-class SupervisorMetrics:
+class SupervisorMetrics(MetricSet):
     """Metrics the supervisor records (live registry of /metrics)."""
 
-    def __init__(self, registry: Registry | None = None) -> None:
-        r = self.registry = registry or Registry()
-        self.alive = r.gauge("footfall_sink_workers_alive", "worker processes alive")
-        self.restarts = r.counter("footfall_sink_worker_restarts_total", "worker processes restarted after dying")
-        self.unresponsive = r.counter(
-            "footfall_sink_workers_killed_unresponsive_total",
-            "workers killed for a restart because their metrics snapshot went stale for --stall-timeout",
-        )
+    alive = gauge("footfall_sink_workers_alive", "worker processes alive")
+    restarts = counter("footfall_sink_worker_restarts_total", "worker processes restarted after dying")
+    unresponsive = counter(
+        "footfall_sink_workers_killed_unresponsive_total",
+        "workers killed for a restart because their metrics snapshot went stale for --stall-timeout",
+    )

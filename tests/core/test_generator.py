@@ -8,7 +8,6 @@ from collections import Counter
 
 from footfall.generator import (
     ACTIVITY_TYPES,
-    DAY_MS,
     DEFAULT_START_DATE,
     day_start_ms,
     original_activities,
@@ -22,7 +21,7 @@ HOUR = 3_600_000
 def test_days_start_at_2018_01_01_utc() -> None:
     assert dt.date(2018, 1, 1) == DEFAULT_START_DATE
     assert day_start_ms(DEFAULT_START_DATE, 0) == 1514764800000
-    assert day_start_ms(DEFAULT_START_DATE, 3) == 1514764800000 + 3 * DAY_MS
+    assert day_start_ms(DEFAULT_START_DATE, 3) == 1514764800000 + 3 * 86_400_000
     assert day_start_ms(dt.date(2024, 2, 29), 0) == 1709164800000
 
 

@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 
-from footfall.metrics import Registry, SnapshotWriter, collect, render
+from footfall.metrics import MetricSet, Registry, SnapshotWriter, collect, counter, gauge, histogram, render
 
 
 def _registry(requests: float, inflight: float) -> Registry:
@@ -90,3 +91,59 @@ def test_every_exposition_has_build_info_and_live_process_metrics(tmp_path: Path
     assert f'pid="{dead}"' not in text
     (start,) = [x for x in text.splitlines() if x.startswith("process_start_time_seconds{")]
     assert time.time() - 3600 < float(start.split()[1]) <= time.time() + 1  # this test process started just now
+
+
+class _Example(MetricSet):
+    served = counter("example_served_total", "requests served", ("route",))
+    inflight = gauge("example_inflight", "requests in flight")
+    seconds = histogram("example_seconds", "time per request", buckets=(0.5, 1.0))
+
+
+def test_a_metric_set_creates_its_declared_metrics_in_its_own_registry() -> None:
+    first, second = _Example(), _Example()
+    first.served.labels("/a").inc(2)
+    first.inflight.set(3)
+    first.seconds.observe(0.7)
+    text = render([first.registry.snapshot()])
+    assert "# HELP example_served_total requests served\n# TYPE example_served_total counter\n" in text
+    assert 'example_served_total{route="/a"} 2\n' in text
+    assert "example_inflight 3\n" in text
+    assert 'example_seconds_bucket{le="1"} 1\n' in text
+    # Another instance (another process, another test) starts from zero in its own registry.
+    assert second.registry is not first.registry
+    assert "example_served_total{" not in render([second.registry.snapshot()])
+
+
+def test_a_metric_set_can_record_into_a_given_registry() -> None:
+    registry = Registry()
+    metrics = _Example(registry)
+    assert metrics.registry is registry
+    with pytest.raises(ValueError, match="registered twice"):
+        _Example(registry)  # the same names twice in one exposition would be ambiguous
+
+
+def test_a_counter_cannot_go_down() -> None:
+    served = _Example().served.labels("/a")
+    served.inc()
+    with pytest.raises(ValueError, match="only goes up"):
+        served.inc(-1)
+    assert not hasattr(served, "dec")
+    assert not hasattr(served, "set")
+    assert served.value == 1
+
+
+def test_a_gauge_goes_both_ways() -> None:
+    inflight = _Example().inflight
+    inflight.inc(3)
+    inflight.dec()
+    assert inflight.labels().value == 2
+    inflight.set(7)
+    assert inflight.labels().value == 7
+
+
+def test_label_values_must_match_the_label_names() -> None:
+    metrics = _Example()
+    with pytest.raises(ValueError, match="has labels"):
+        metrics.served.labels("/a", "200")
+    with pytest.raises(ValueError, match="has labels"):
+        metrics.served.inc()  # a labelled counter has no unlabelled series
