@@ -32,6 +32,7 @@ __all__ = [
     "day_of",
     "folder_of",
     "parse_segment_name",
+    "partition_name",
     "segment_files",
     "segment_name",
     "segment_path",
@@ -94,6 +95,11 @@ def parse_segment_name(name: str) -> SegmentName | None:
     if m is None:
         return None
     return SegmentName(m["topic"], int(m["partition"]), int(m["offset"]), int(m["generation"] or 0))
+
+
+def partition_name(topic: str, partition: int) -> str:
+    """``topic[partition]``: how logs and messages name a topic partition."""
+    return f"{topic}[{partition}]"
 
 
 def day_of(timestamp_ms: int) -> int:

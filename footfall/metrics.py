@@ -19,6 +19,9 @@ Every exposition also carries, whatever the role:
   process with a ``pid`` label (``sum without (pid)`` gives the service's total); a dead
   process's series vanish with it;
 - ``footfall_build_info{version, python}`` = 1: what code answers.
+
+(Over 400 lines on purpose: the registry, the snapshot merge and the text rendering are one
+format — what a snapshot holds is what the merge adds up and what ``render`` writes.)
 """
 
 from __future__ import annotations

@@ -126,25 +126,24 @@ def _signal(pid: int, signum: int) -> None:
 
 
 class WorkerWatchdog:
-    """Polls the Sanic worker manager every ``interval`` seconds from a daemon thread."""
+    """Polls the Sanic worker manager every ``interval`` seconds from a daemon thread.
+
+    It never needs stopping: it restarts nothing once the manager is shutting down, and as a
+    daemon thread it ends with the main process.
+    """
 
     def __init__(self, manager: Any, interval: float = 1.0) -> None:
         self.manager = manager
         self.interval = interval
-        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gateway-watchdog", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
-        self._stop.set()
-
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while True:
+            time.sleep(self.interval)
             for process in list(self.manager.transient_processes):
-                if self._stop.is_set():
-                    return
                 if process.state in _SETTLED or process.is_alive() or self.manager._shutting_down:
                     continue  # a clean stop, or Sanic's own shutdown: nothing to restart
                 log.error(

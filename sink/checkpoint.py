@@ -29,7 +29,7 @@ from typing import Final
 
 import msgspec
 
-from footfall.layout import check_topic, parse_segment_name
+from footfall.layout import check_topic, parse_segment_name, partition_name
 from sink.errors import CheckpointError
 
 __all__ = [
@@ -201,7 +201,7 @@ class CheckpointStore:
             OSError: the disk refused the read (retriable).
         """
         path = self.path(topic, partition)
-        where = f"{check_topic(topic)}[{int(partition)}]"
+        where = partition_name(check_topic(topic), int(partition))
         try:
             data = path.read_bytes()
         except FileNotFoundError:

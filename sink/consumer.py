@@ -27,6 +27,7 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
 )
 
 from footfall.kafka import parse_brokers
+from footfall.layout import partition_name
 from sink.errors import SessionTimeoutRefusedError
 
 __all__ = ["KafkaRecord", "SinkConsumer", "TopicPartition", "client_id", "tp_name"]
@@ -64,8 +65,8 @@ def client_id() -> str:
 
 
 def tp_name(tp: TopicPartition) -> str:
-    """``topic[partition]``: how logs and messages name a topic partition."""
-    return f"{tp.topic}[{tp.partition}]"
+    """``topic[partition]`` (:func:`footfall.layout.partition_name`) of ``tp``."""
+    return partition_name(tp.topic, tp.partition)
 
 
 TPs = list[TopicPartition]
@@ -253,7 +254,7 @@ class SinkConsumer:
         try:
             self._consumer.seek(tp, max(0, offset))
         except IllegalStateError:
-            log.debug("seek on unassigned partition ignored", extra={"tp": f"{tp.topic}[{tp.partition}]"})
+            log.debug("seek on unassigned partition ignored", extra={"tp": tp_name(tp)})
 
     def pause(self, tp: TopicPartition) -> None:
         with contextlib.suppress(IllegalStateError):

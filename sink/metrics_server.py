@@ -19,17 +19,15 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import orjson
 
 from footfall.errors import StartupError
-from footfall.metrics import Registry, collect
+from footfall.layout import partition_name
+from footfall.metrics import LABEL_SEPARATOR, Registry, collect
 
 __all__ = ["MetricsServer", "workers_ready"]
-
-#: How a snapshot joins the label values of a sample (footfall.metrics).
-_LABEL_SEPARATOR: Final = "\x1f"
 
 
 def _samples(snapshot: Any, name: str) -> dict[str, float]:
@@ -38,8 +36,8 @@ def _samples(snapshot: Any, name: str) -> dict[str, float]:
 
 
 def _partition(key: str) -> str:
-    topic, _, partition = key.partition(_LABEL_SEPARATOR)
-    return f"{topic}[{partition}]"
+    topic, _, partition = key.partition(LABEL_SEPARATOR)
+    return partition_name(topic, int(partition))
 
 
 def workers_ready(metrics_dir: Path, pids: list[int], wanted: int, fatal: str | None = None) -> tuple[bool, str]:

@@ -177,6 +177,12 @@ class PartitionRecovery:
         )
         self.bad[tp] = _Bad(writer, time.monotonic() + delay, "log bounds", counted=False, attempt=attempt)
 
+    def recheck(self, consumer: SinkConsumer, tp: TopicPartition, writer: PartitionWriter) -> None:
+        """Pause ``tp`` and :meth:`open` it again now, as on an assignment: its log moved under the
+        sink while it held the partition (the worker made its files durable first)."""
+        consumer.pause(tp)
+        self.bad[tp] = _Bad(writer, time.monotonic(), "log moved", counted=False)
+
     def due(self) -> list[tuple[TopicPartition, PartitionWriter]]:
         """The paused partitions to be looked at again now (:meth:`open` them)."""
         now = time.monotonic()
@@ -188,6 +194,8 @@ class PartitionRecovery:
         if bad.counted:
             self.metrics.bad_checkpoints.labels(bad.writer.out_topic).dec()
             log.info("checkpoint valid again; the partition resumes", extra={"tp": tp_name(tp)})
+        elif bad.reason == "log moved":
+            log.info("partition checked again after its log moved; it resumes", extra={"tp": tp_name(tp)})
         else:
             log.info("log bounds read; the partition resumes", extra={"tp": tp_name(tp), "attempts": bad.attempt})
 

@@ -19,6 +19,9 @@ keeps the consumer loop (pauses, rebalance epochs) and calls them in order:
 
 The process around the groups (side producer, metrics snapshots, signals, exit codes) is
 :mod:`sink.process`.
+
+(A little over 400 lines: the loop and the rebalance callbacks share one set of per-partition
+pauses and epochs; every decision is in the modules above.)
 """
 
 from __future__ import annotations
@@ -336,9 +339,13 @@ class GroupWorker:
             self.consumer.seek(tp, writer.last_offset + 1)
             return
         if records[0].offset <= writer.last_offset:
-            records = [r for r in records if r.offset > writer.last_offset]
-            if not records:
-                return
+            # aiokafka returns no record before the position it fetches from, and the sink
+            # only ever seeks past what it landed: an earlier one means the position moved
+            # back by itself (Kafka answered OFFSET_OUT_OF_RANGE and aiokafka reset it to the
+            # log's start). The log started over under the sink without a rebalance: check
+            # the partition again, as on an assignment (sink.drift), never skip the records.
+            await self._log_moved_back(tp, writer, records[0].offset)
+            return
         # Nothing past an offset gap is handled (so never settled or checkpointed) until
         # the gap heals on a refetch or outlives --gap-timeout.
         records, refetch = self.gaps.contiguous(tp, writer.last_offset, records)
@@ -392,6 +399,21 @@ class GroupWorker:
             self._pause(tp, after.pause)
 
     # ------------------------------------------------------------------ commit
+
+    async def _log_moved_back(self, tp: TopicPartition, writer: PartitionWriter, fetched: int) -> None:
+        """Make what was landed durable, then recover ``tp`` again at the loop's next turn."""
+        log.error(
+            "the partition's fetch position moved back by itself: its log started over or lost its start "
+            "under the sink; landing what was read and checking the partition again",
+            extra={"tp": tp_name(tp), "last_landed": writer.last_offset, "fetched": fetched},
+        )
+        result = await self.committer.commit(list(self.writers.items()))
+        self._committed(result)
+        if any(failed.tp == tp for failed in result.failed):
+            return  # backing off (sink.failures); the next fetch from the reset position comes back here
+        del self.writers[tp]
+        self.liveness.dropped(tp)
+        self.recovery.recheck(self.consumer, tp, writer)
 
     async def commit(self) -> None:
         """Run the commit protocol (:mod:`sink.commit`) over the partitions, then count what landed.

@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 from typing import Final, Literal
 
-from footfall.layout import check_topic, date_dir, segment_files, segment_name
+from footfall.layout import check_topic, date_dir, partition_name, segment_files, segment_name
 from sink.checkpoint import Checkpoint, CheckpointStore, fsync_dir, line_crc, ranges_add
 from sink.drift import LogChange, align
 from sink.errors import CheckpointError, RecoveryError, SegmentLostError, SegmentWriteError
@@ -119,7 +119,7 @@ class PartitionWriter:
 
     @property
     def name(self) -> str:
-        return f"{self.topic}[{self.partition}]"
+        return partition_name(self.topic, self.partition)
 
     # ------------------------------------------------------------------ recovery
 

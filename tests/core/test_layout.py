@@ -15,6 +15,7 @@ from footfall.layout import (
     day_of,
     folder_of,
     parse_segment_name,
+    partition_name,
     segment_files,
     segment_name,
     segment_path,
@@ -150,3 +151,7 @@ def test_a_timestamp_lands_in_the_utc_day_it_falls_in() -> None:
     assert day_of(midnight) == 17532
     assert day_of(midnight - 1) == 17531  # 1 ms before midnight is still the day before
     assert day_of(midnight + MS_PER_DAY - 1) == 17532
+
+
+def test_partition_name_is_topic_and_partition_in_brackets() -> None:
+    assert partition_name("visit.retry", 3) == "visit.retry[3]"

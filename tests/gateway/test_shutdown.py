@@ -112,14 +112,11 @@ def _poll(predicate: Any, timeout: float, what: str) -> None:
         time.sleep(0.002)
 
 
-@pytest.mark.skipif(os.uname().machine != "x86_64", reason="reads the syscall number of x86-64 from /proc")
-@pytest.mark.timeout(90)
-def test_ctrl_c_to_the_process_group_stops_without_a_traceback(broker: str) -> None:
-    """Ctrl+C while Sanic's main loop waits on its shared-state process (made certain here by pausing
-    that process): Sanic's own handler would use the same connection from inside the signal handler."""
+def _gateway_in_own_session(broker: str) -> tuple[GatewayProcess, subprocess.Popen[bytes]]:
+    """A two-worker gateway in a session of its own: the process group a terminal's Ctrl+C
+    signals, without signalling pytest."""
     gw = GatewayProcess(["--brokers", broker, "--workers", "2"])
     with gw.log.open("wb") as log:
-        # A session of its own: the process group a terminal's Ctrl+C signals, without signalling pytest.
         proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", *gw.args],
             env=gw.env,
@@ -128,6 +125,15 @@ def test_ctrl_c_to_the_process_group_stops_without_a_traceback(broker: str) -> N
             start_new_session=True,
         )
     gw.proc = proc
+    return gw, proc
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="reads the syscall number of x86-64 from /proc")
+@pytest.mark.timeout(90)
+def test_ctrl_c_to_the_process_group_stops_without_a_traceback(broker: str) -> None:
+    """Ctrl+C while Sanic's main loop waits on its shared-state process (made certain here by pausing
+    that process): Sanic's own handler would use the same connection from inside the signal handler."""
+    gw, proc = _gateway_in_own_session(broker)
     shared_state = None
     try:
         workers = gw.worker_pids(2, 30.0)
@@ -173,16 +179,7 @@ def _spawned(pid: int) -> list[int]:
 def test_ctrl_c_before_the_workers_are_up_stops_the_gateway(broker: str) -> None:
     """Ctrl+C while Sanic still waits for its workers' start-up acknowledgement (made certain here by
     pausing the workers as soon as they exist): the queued stop must end that wait, not spin in it."""
-    gw = GatewayProcess(["--brokers", broker, "--workers", "2"])
-    with gw.log.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", *gw.args],
-            env=gw.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    gw.proc = proc
+    gw, proc = _gateway_in_own_session(broker)
     workers: list[int] = []
     try:
         # The shared-state process is spawned first, then the two workers.
