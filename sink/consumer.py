@@ -248,6 +248,27 @@ class SinkConsumer:
         finally:
             await probe.stop()
 
+    def moved_back(self, tp: TopicPartition, expected: int) -> int | None:
+        """Where aiokafka moved ``tp``'s fetch position by itself, if below ``expected`` (the
+        offset after the last one landed): the offset it went to, ``-1`` while it is resetting;
+        ``None`` when the position is where the sink put it.
+
+        The sink only ever seeks past what it landed; aiokafka moves a position on its own only
+        when Kafka answers OFFSET_OUT_OF_RANGE (reset to the log's start): the log started over
+        or lost its start under the sink. Seen even when the new log is empty (no record
+        arrives to show it). Reads aiokafka's subscription state (its internals: pinned).
+        """
+        subscription = self._consumer._subscription.subscription
+        assignment = subscription.assignment if subscription is not None else None
+        state = assignment.state_value(tp) if assignment is not None else None
+        if state is None:
+            return None
+        if state.awaiting_reset:
+            return -1
+        if state.has_valid_position and state.position < expected:
+            return int(state.position)
+        return None
+
     def seek(self, tp: TopicPartition, offset: int) -> None:
         """Consume ``tp`` from ``offset`` next (a position before the log start resets to
         the earliest offset). A partition no longer assigned is ignored."""

@@ -284,6 +284,7 @@ class GroupWorker:
                         # Stopping while Kafka does not acknowledge DLQ/retry sends: those
                         # offsets stay unsettled and are consumed again next time.
                         break
+                    await self._check_positions()
                     if time.monotonic() - last_commit >= interval:
                         await self.commit()
                         last_commit = time.monotonic()
@@ -400,12 +401,21 @@ class GroupWorker:
 
     # ------------------------------------------------------------------ commit
 
+    async def _check_positions(self) -> None:
+        """A held partition whose position aiokafka moved back by itself (:meth:`SinkConsumer.moved_back`)."""
+        for tp, writer in list(self.writers.items()):
+            if tp in self._paused_until or self.consumer.is_paused(tp):
+                continue
+            moved_to = self.consumer.moved_back(tp, writer.last_offset + 1)
+            if moved_to is not None:
+                await self._log_moved_back(tp, writer, moved_to)
+
     async def _log_moved_back(self, tp: TopicPartition, writer: PartitionWriter, fetched: int) -> None:
         """Make what was landed durable, then recover ``tp`` again at the loop's next turn."""
         log.error(
             "the partition's fetch position moved back by itself: its log started over or lost its start "
             "under the sink; landing what was read and checking the partition again",
-            extra={"tp": tp_name(tp), "last_landed": writer.last_offset, "fetched": fetched},
+            extra={"tp": tp_name(tp), "last_landed": writer.last_offset, "now_at": fetched},
         )
         result = await self.committer.commit(list(self.writers.items()))
         self._committed(result)

@@ -267,6 +267,7 @@ class StandInConsumer:
     def __init__(self) -> None:
         self.seeks: list[tuple[TopicPartition, int]] = []
         self.paused: set[TopicPartition] = set()
+        self.moved: dict[TopicPartition, int] = {}  # where "aiokafka" moved a position back to
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.seeks.append((tp, offset))
@@ -279,6 +280,9 @@ class StandInConsumer:
 
     def is_paused(self, tp: TopicPartition) -> bool:
         return tp in self.paused
+
+    def moved_back(self, tp: TopicPartition, expected: int) -> int | None:
+        return self.moved.get(tp)
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> bool:
         return True

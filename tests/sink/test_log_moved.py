@@ -98,3 +98,36 @@ async def test_a_position_reset_to_a_new_log_lands_it_as_a_new_generation(
     assert files[1].read_bytes() == b"".join(r.value + b"\n" for r in new_log)  # type: ignore[operator]
     for tp in list(worker.writers):
         worker._drop(tp)
+
+
+async def test_a_position_reset_on_an_empty_new_log_is_seen_without_any_record(record_dir: Path) -> None:
+    """The topic came back empty: no record arrives to show the reset, the position itself does."""
+    settings = SinkSettings(groups=["g:visit"], record_directory=str(record_dir))
+    metrics = SinkMetrics()
+    worker = GroupWorker(
+        settings, "g", ["visit"], side=SideProducer(settings.brokers), metrics=metrics, stop=asyncio.Event()
+    )
+    old_log = _records(list(range(10)))
+    consumer = _LogConsumer(old_log)
+    worker.consumer = consumer  # type: ignore[assignment]
+    writer = PartitionWriter(record_dir, "visit", 0, CheckpointStore(record_dir), out_topic="visit")
+    writer.recover()
+    worker.writers[TP] = writer
+    worker.locks.keep(TP, await worker.locks.take(TP))
+    await worker._handle(TP, old_log)  # type: ignore[arg-type]
+
+    await worker._check_positions()
+    assert TP in worker.writers  # the position is where the sink put it: nothing to do
+
+    consumer.log = []  # created again, nothing written to it yet
+    consumer.moved[TP] = -1  # aiokafka is resetting the position to the log's start
+    await worker._check_positions()
+    assert TP not in worker.writers and TP in worker.recovery.bad
+    consumer.moved.clear()
+    await worker._retry_bad_checkpoints()
+    assert metrics.log_restarts.labels("visit").value == 1
+    assert TP in worker.writers and consumer.seeks[-1] == (TP, 0)
+    (old_file,) = [path for path, name in segment_files(record_dir, "visit") if name.generation == 0]
+    assert old_file.read_bytes().count(b"\n") == 10  # what was read before is durable
+    for tp in list(worker.writers):
+        worker._drop(tp)
