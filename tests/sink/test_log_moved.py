@@ -51,22 +51,28 @@ class _LogConsumer(StandInConsumer):
         return {tp: [r for r in self.log if r.offset >= at][:1] for tp, at in positions.items()}
 
 
-async def test_a_position_reset_to_a_new_log_lands_it_as_a_new_generation(
-    record_dir: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+async def _holding(record_dir: Path, old_log: list[FakeRecord]) -> tuple[GroupWorker, _LogConsumer, SinkMetrics]:
+    """A group worker that holds ``visit[0]`` (lock taken, writer recovered) over ``old_log``."""
     settings = SinkSettings(groups=["g:visit"], record_directory=str(record_dir))
     metrics = SinkMetrics()
     worker = GroupWorker(
         settings, "g", ["visit"], side=SideProducer(settings.brokers), metrics=metrics, stop=asyncio.Event()
     )
-    old_log = _records(list(range(30)))
     consumer = _LogConsumer(old_log)
     worker.consumer = consumer  # type: ignore[assignment]
-    store = CheckpointStore(record_dir)
-    writer = PartitionWriter(record_dir, "visit", 0, store, out_topic="visit")
+    writer = PartitionWriter(record_dir, "visit", 0, CheckpointStore(record_dir), out_topic="visit")
     writer.recover()
     worker.writers[TP] = writer
     worker.locks.keep(TP, await worker.locks.take(TP))
+    return worker, consumer, metrics
+
+
+async def test_a_position_reset_to_a_new_log_lands_it_as_a_new_generation(
+    record_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    old_log = _records(list(range(30)))
+    worker, consumer, metrics = await _holding(record_dir, old_log)
+    store = CheckpointStore(record_dir)
 
     # The old log: 30 records landed and committed, then (not committed yet) 5 more read.
     await worker._handle(TP, old_log[:25])  # type: ignore[arg-type]
@@ -102,18 +108,8 @@ async def test_a_position_reset_to_a_new_log_lands_it_as_a_new_generation(
 
 async def test_a_position_reset_on_an_empty_new_log_is_seen_without_any_record(record_dir: Path) -> None:
     """The topic came back empty: no record arrives to show the reset, the position itself does."""
-    settings = SinkSettings(groups=["g:visit"], record_directory=str(record_dir))
-    metrics = SinkMetrics()
-    worker = GroupWorker(
-        settings, "g", ["visit"], side=SideProducer(settings.brokers), metrics=metrics, stop=asyncio.Event()
-    )
     old_log = _records(list(range(10)))
-    consumer = _LogConsumer(old_log)
-    worker.consumer = consumer  # type: ignore[assignment]
-    writer = PartitionWriter(record_dir, "visit", 0, CheckpointStore(record_dir), out_topic="visit")
-    writer.recover()
-    worker.writers[TP] = writer
-    worker.locks.keep(TP, await worker.locks.take(TP))
+    worker, consumer, metrics = await _holding(record_dir, old_log)
     await worker._handle(TP, old_log)  # type: ignore[arg-type]
 
     await worker._check_positions()
