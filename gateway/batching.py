@@ -43,7 +43,7 @@ from typing import Any, Final
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from footfall.errors import BrokerError, BrokerUnavailableError
-from footfall.kafka import kafka_error_name, partition_for
+from footfall.kafka import partition_for
 from gateway.errors import produce_failure
 from gateway.metrics import GatewayMetrics
 from gateway.producer import RECORD_OVERHEAD, Delivery, Headers, KafkaProducerBase, Record
@@ -158,7 +158,8 @@ class BatchingProducer(KafkaProducerBase):
         try:
             if self._producer is None:
                 raise BrokerUnavailableError("the producer is stopped")
-            ack = await self._producer.send_batch(batch.builder, tp[0], partition=tp[1])
+            producer = self._producer
+            ack = await producer.send_batch(batch.builder, tp[0], partition=tp[1])
         except (KafkaError, BrokerError) as exc:
             batch.builder.close()
             self._settle(batch, exc)
@@ -167,13 +168,13 @@ class BatchingProducer(KafkaProducerBase):
             batch.builder.close()
             self._settle(batch, BrokerUnavailableError("the producer stopped before the batch was sent"))
             raise
-        ack.add_done_callback(functools.partial(self._on_ack, batch))
+        ack.add_done_callback(functools.partial(self._on_ack, batch, producer))
 
-    def _on_ack(self, batch: _Batch, ack: asyncio.Future[Any]) -> None:
+    def _on_ack(self, batch: _Batch, producer: Any, ack: asyncio.Future[Any]) -> None:
         error = ack.exception() if not ack.cancelled() else BrokerUnavailableError("produce cancelled")
-        self._settle(batch, error)
+        self._settle(batch, error, producer)
 
-    def _settle(self, batch: _Batch, error: BaseException | None) -> None:
+    def _settle(self, batch: _Batch, error: BaseException | None, producer: Any = None) -> None:
         m = self._metrics
         m.ack_seconds.labels(batch.topic).observe(time.perf_counter() - batch.started)
         m.batch_records.labels(batch.topic).observe(batch.records)
@@ -181,8 +182,7 @@ class BatchingProducer(KafkaProducerBase):
         if error is None:
             self._last_ack = time.monotonic()
         else:
-            self._last_failure = time.monotonic()
-            m.broker_errors.labels(kafka_error_name(error)).inc()
+            self._batch_failed(error, producer)
             log.warning("batch failed", extra={"topic": batch.topic, "records": batch.records, "error": repr(error)})
             error = produce_failure(error)
         if batch.deadline is not None:

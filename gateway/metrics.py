@@ -53,7 +53,8 @@ class GatewayMetrics(MetricSet):
         _PREFIX + "broker_errors_total", "Failed batches, produce timeouts and failed broker probes, by kind", ("kind",)
     )
     producer_replacements = counter(
-        _PREFIX + "producer_replacements_total", "Kafka producers replaced because their sender task died"
+        _PREFIX + "producer_replacements_total",
+        "Kafka producers replaced: their sender task died, or Kafka refused their sequence numbers",
     )
     # Gauges add up over the live workers: ready == workers means every worker would answer 200.
     ready = gauge(

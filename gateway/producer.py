@@ -24,6 +24,10 @@ Liveness: aiokafka's sender task does all the sending; if it dies, every later b
 The broker probe (every 0.5 s, ``footfall.kafka.kafka_answers_async``) notices, logs an error,
 turns ``/readyz`` false (``sender_alive: false``) and replaces the aiokafka producer with a new
 one as soon as the broker accepts a connection; batches not yet handed over go to the new one.
+An idempotent producer is replaced too when the broker refuses its sequence numbers for a
+partition (``OutOfOrderSequenceNumber``, ``UnknownProducerId``): aiokafka never starts a
+partition's numbers over, so every later batch of that partition would fail; a new producer id
+starts them at 0.
 """
 
 from __future__ import annotations
@@ -36,10 +40,10 @@ from collections.abc import Sequence
 from typing import Any, Final, NamedTuple, Protocol
 
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
-from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+from aiokafka.errors import KafkaError, OutOfOrderSequenceNumber, UnknownProducerId  # type: ignore[import-untyped]
 
 from footfall.errors import BrokerError
-from footfall.kafka import kafka_answers_async, kafka_errors, parse_brokers
+from footfall.kafka import kafka_answers_async, kafka_error_name, kafka_errors, parse_brokers
 from gateway.errors import BrokerDownError, ProduceTimeoutError, SaturatedError, UnavailableError
 from gateway.metrics import GatewayMetrics
 from gateway.sender import install_sender
@@ -66,6 +70,8 @@ _FAILURE_HOLD: Final = 1.0
 #: /readyz turns false above this fraction of --max-inflight-bytes, and for a while after a shed.
 _SATURATION: Final = 0.9
 _SHED_HOLD: Final = 1.0
+#: Broker answers after which a producer's sequence numbers for a partition never match again.
+_OUT_OF_STEP: Final = (OutOfOrderSequenceNumber, UnknownProducerId)
 
 
 class Record(NamedTuple):
@@ -146,6 +152,7 @@ class KafkaProducerBase:
         self._probe_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._sender_alive = True
+        self._out_of_step: BaseException | None = None  # set: replace the producer at the next probe
         self._retired: set[asyncio.Task[None]] = set()  # dead producers being stopped
         self._unsettled = 0  # batches (or per-report deliveries) not yet acked or failed
         self._settled: asyncio.Event | None = None
@@ -231,9 +238,20 @@ class KafkaProducerBase:
             return None
         return task.exception() if not task.cancelled() else asyncio.CancelledError()
 
-    async def _replace_producer(self, error: BaseException) -> None:
-        """Swap a producer whose sender died for a new one (retried at each probe while the broker refuses)."""
-        if self._sender_alive:
+    def _batch_failed(self, error: BaseException, producer: Any) -> None:
+        """A batch sent with ``producer`` failed: /readyz holds off, the metric counts it, and an answer
+        that put the producer's sequence numbers out of step with the broker has it replaced."""
+        self._last_failure = time.monotonic()
+        self._metrics.broker_errors.labels(kafka_error_name(error)).inc()
+        # Only the current producer's: the batches a replaced one still held fail the same way.
+        if isinstance(error, _OUT_OF_STEP) and producer is self._producer and self._out_of_step is None:
+            self._out_of_step = error
+            log.error("Kafka refused the producer's sequence numbers; replacing it", extra={"error": repr(error)})
+
+    async def _replace_producer(self, error: BaseException, *, sender_died: bool) -> None:
+        """Swap the aiokafka producer for a new one (retried at each probe while the broker refuses):
+        its sender task died, or the broker refused its sequence numbers."""
+        if sender_died and self._sender_alive:
             self._sender_alive = False
             self._metrics.broker_errors.labels("sender_died").inc()
             log.error("Kafka producer's sender task died; replacing the producer", extra={"error": repr(error)})
@@ -245,6 +263,7 @@ class KafkaProducerBase:
             return
         dead, self._producer = self._producer, producer
         self._sender_alive = True
+        self._out_of_step = None
         self._metrics.producer_replacements.inc()
         log.warning("producer replaced", extra={"brokers": self._settings.brokers})
         stopping = asyncio.get_running_loop().create_task(self._stop_dead(dead))
@@ -253,7 +272,8 @@ class KafkaProducerBase:
 
     @staticmethod
     async def _stop_dead(producer: Any) -> None:
-        # Its sender already failed every batch it held; this only closes its connections.
+        # A dead sender already failed every batch it held; a live one (sequence numbers out of step)
+        # delivers what it still holds, or fails it.
         try:
             await asyncio.wait_for(producer.stop(), timeout=5.0)
         except (TimeoutError, KafkaError) as exc:
@@ -315,8 +335,11 @@ class KafkaProducerBase:
                     "broker reachable" if ok else "broker unreachable", extra={"brokers": self._settings.brokers}
                 )
             self._probe_ok = ok
-            if not self._stopping and (died := self._sender_died()) is not None:
-                await self._replace_producer(died)
+            if not self._stopping:
+                if (died := self._sender_died()) is not None:
+                    await self._replace_producer(died, sender_died=True)
+                elif self._out_of_step is not None:
+                    await self._replace_producer(self._out_of_step, sender_died=False)
             self._refresh_partition_counts()
             self._metrics.ready.set(1.0 if self.ready() else 0.0)
             await asyncio.sleep(_PROBE_INTERVAL)

@@ -22,6 +22,12 @@ keeps aiokafka's retries (the broker deduplicates), with the ``RuntimeError`` fi
 An unexpected error while sending one request fails that request's batches (logged) instead
 of killing the sender task for good. :func:`install_sender` puts this sender into an
 ``AIOKafkaProducer`` before it starts.
+
+A batch is closed the moment the sender takes it. aiokafka gives an idempotent batch its sequence
+numbers (as many as it holds records) when it takes it, but builds the request a loop turn later;
+the gateway appends to a batch until it is closed, so records appended in between were sent under
+sequence numbers the next batch also got, and the broker refused every later batch of that
+partition with ``OutOfOrderSequenceNumber`` (seen on Apache Kafka under concurrent requests).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
     NotLeaderForPartitionError,
     UnknownTopicOrPartitionError,
 )
+from aiokafka.producer.message_accumulator import MessageAccumulator  # type: ignore[import-untyped]
 from aiokafka.producer.sender import Sender, SendProduceReqHandler  # type: ignore[import-untyped]
 
 from footfall.errors import BrokerOutcomeUnknownError
@@ -139,11 +146,23 @@ class _Sender(Sender):  # type: ignore[misc]
                 self._muted_partitions.discard(tp)
 
 
+class _ClosingAccumulator(MessageAccumulator):  # type: ignore[misc]
+    def _pop_batch(self, tp: Any) -> Any:
+        # Closed before aiokafka counts its records for the sequence numbers: what is counted is sent.
+        self._batches[tp][0]._builder.close()
+        return super()._pop_batch(tp)
+
+
 def install_sender(producer: Any) -> None:
-    """Replace a not yet started ``AIOKafkaProducer``'s sender with :class:`_Sender` (same settings)."""
+    """Replace a not yet started ``AIOKafkaProducer``'s sender with :class:`_Sender` (same settings),
+    and make its accumulator close each batch as the sender takes it."""
     old = producer._sender
     if old.sender_task is not None:
         raise RuntimeError("install the sender before the producer starts")
+    accumulator = producer._message_accumulator
+    if type(accumulator) is not MessageAccumulator:
+        raise RuntimeError(f"unexpected accumulator {type(accumulator).__name__}: aiokafka changed")
+    accumulator.__class__ = _ClosingAccumulator  # the producer and its sender already hold this object
     producer._sender = _Sender(
         old.client,
         acks=old._acks,

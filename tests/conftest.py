@@ -82,11 +82,7 @@ TANSU_ONLY = {
 }
 #: Failing on Apache Kafka when this switch was added, for reasons in code or tests owned elsewhere
 #: (see the notes of issue 15). Not strict: some are timing-dependent. Remove an entry once fixed.
-KNOWN_ON_KAFKA = {
-    "tests/gateway/test_live.py::test_concurrent_requests_share_batches": "a 503 among 100 concurrent requests "
-    "on Kafka in the full integration pass (again 1 of 1 in issue 15's second session; passes alone: 3 of 3; "
-    "not diagnosed, the gateway's)",
-}
+KNOWN_ON_KAFKA: dict[str, str] = {}
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

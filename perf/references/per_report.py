@@ -20,7 +20,7 @@ from typing import Any
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from footfall.errors import BrokerUnavailableError
-from footfall.kafka import kafka_error_name, partition_for
+from footfall.kafka import partition_for
 from gateway.__main__ import main as gateway_main
 from gateway.errors import UnavailableError
 from gateway.producer import Delivery, Headers, KafkaProducerBase, Record
@@ -61,11 +61,16 @@ class PerReportProducer(KafkaProducerBase):
         self._track(delivery)
         timer = loop.call_later(self._produce_timeout, self._expire, delivery)
         gathered = asyncio.gather(*sends, return_exceptions=True)
-        gathered.add_done_callback(functools.partial(self._on_gathered, delivery, size, timer))
+        gathered.add_done_callback(functools.partial(self._on_gathered, delivery, size, timer, self._producer))
         return [delivery]
 
     def _on_gathered(
-        self, delivery: Delivery, size: int, timer: asyncio.TimerHandle, gathered: asyncio.Future[list[Any]]
+        self,
+        delivery: Delivery,
+        size: int,
+        timer: asyncio.TimerHandle,
+        producer: Any,
+        gathered: asyncio.Future[list[Any]],
     ) -> None:
         timer.cancel()
         error: BaseException | None = None
@@ -76,8 +81,7 @@ class PerReportProducer(KafkaProducerBase):
         if error is None:
             self._last_ack = time.monotonic()
         else:
-            self._last_failure = time.monotonic()
-            self._metrics.broker_errors.labels(kafka_error_name(error)).inc()
+            self._batch_failed(error, producer)
         self._release(size)
         if not delivery.done():
             delivery.set_result(error)

@@ -26,11 +26,13 @@ def records_for(user: int, n: int = 12) -> list[Record]:
     return [Record(key, b'{"i":%d,"u":%d}' % (i, user)) for i in range(n)]
 
 
-async def make(broker: str, topic_factory: Any, cls: type = BatchingProducer, **overrides: Any) -> tuple[Any, str]:
+async def make(
+    broker: str, topic_factory: Any, cls: type = BatchingProducer, *, idempotence: bool = False, **overrides: Any
+) -> tuple[Any, str]:
     visit = await topic_factory("visit", partitions=4)
     activity = await topic_factory("activity", partitions=4)
     settings = GatewaySettings(brokers=broker, visit_topic=visit, activity_topic=activity, **overrides)
-    producer = cls(settings, GatewayMetrics(), idempotence=False)
+    producer = cls(settings, GatewayMetrics(), idempotence=idempotence)
     await producer.start()
     return producer, visit
 
@@ -206,6 +208,42 @@ async def test_a_producer_whose_sender_died_is_replaced(
         await producer.stop(5)
     got = await consume(topic, 24)
     assert sorted(r.value for r in got) == sorted(r.value for r in records_for(1) + records_for(3))
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("cls", [BatchingProducer, PerReportProducer])
+async def test_a_producer_whose_sequence_numbers_kafka_refused_is_replaced(
+    broker: str, topic_factory: Any, consume: Any, caplog: pytest.LogCaptureFixture, cls: type
+) -> None:
+    """aiokafka never starts a partition's sequence numbers over: once Apache Kafka refused them
+    (a batch's numbers given out and the batch never stored), every later batch of that partition
+    would fail. The gateway replaces the producer; the new producer id starts them at 0."""
+    import time
+
+    from aiokafka.structs import TopicPartition
+
+    producer, topic = await make(broker, topic_factory, cls, idempotence=True)
+    try:
+        assert (await asyncio.gather(*await producer.submit(topic, records_for(1), HEADERS, 1))) == [None]
+        refused = producer._producer
+        tp = TopicPartition(topic, partition_for(records_for(1)[0].key, 4))
+        refused._txn_manager.increment_sequence_number(tp, 5)  # 5 numbers given to records never stored
+
+        (error,) = await asyncio.gather(*await producer.submit(topic, records_for(1, 2), HEADERS, 1))
+        assert error is not None and "OutOfOrderSequenceNumber" in str(error)
+        deadline = time.monotonic() + 10
+        results: list[Any] = []
+        while time.monotonic() < deadline and results != [None]:
+            await asyncio.sleep(0.1)
+            results = await asyncio.gather(*await producer.submit(topic, records_for(1, 3), HEADERS, 1))
+        assert results == [None], "the partition stayed refused"
+        assert producer._producer is not refused
+        assert "Kafka refused the producer's sequence numbers; replacing it" in caplog.text
+        assert producer._metrics.producer_replacements.labels().value == 1
+    finally:
+        await producer.stop(5)
+    got = [r.value for r in await consume(topic, 15)]
+    assert sorted(got) == sorted(r.value for r in records_for(1) + records_for(1, 3))
 
 
 class _InitProducerIdAnswers:

@@ -1,4 +1,5 @@
-"""The gateway's aiokafka sender: which failed produce requests it re-sends, and which it fails (unit, no broker)."""
+"""The gateway's aiokafka sender: which failed produce requests it re-sends, which it fails, and that a batch
+the sender took takes no more records (unit, no broker)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
     KafkaConnectionError,
     NodeNotReadyError,
     NotLeaderForPartitionError,
     RequestTimedOutError,
 )
+from aiokafka.record.default_records import DefaultRecordBatch
 from aiokafka.structs import TopicPartition
 
-from gateway.sender import OutcomeUnknownError, _ProduceHandler
+from gateway.sender import OutcomeUnknownError, _ProduceHandler, install_sender
 
 TP = TopicPartition("visit", 0)
 
@@ -153,3 +156,24 @@ def test_an_acknowledged_batch_is_done() -> None:
 def test_an_unexpected_error_fails_the_batches_instead_of_escaping() -> None:
     batch, _ = run(ValueError("a bug"), idempotent=False)
     assert batch.failed is not None and "a bug" in str(batch.failed)
+
+
+async def test_a_batch_the_sender_took_takes_no_more_records_so_its_sequence_numbers_hold() -> None:
+    # The gateway appends to a batch it handed to aiokafka until the batch is closed. aiokafka
+    # counts an idempotent batch's records for its sequence numbers when the sender takes it, and
+    # builds the request a loop turn later: a record appended in between went out under a sequence
+    # number the next batch got too, and Apache Kafka refused that partition from then on.
+    producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:9", enable_idempotence=True, acks="all")
+    install_sender(producer)
+    producer._txn_manager.set_pid_and_epoch(7, 0)  # what InitProducerId would have granted
+    accumulator = producer._message_accumulator
+    builder = producer.create_batch()
+    for i in range(3):
+        assert builder.append(timestamp=None, key=b"u", value=b"r%d" % i) is not None
+    await accumulator.add_batch(builder, TP, timeout=1.0)
+
+    taken = accumulator._pop_batch(TP)  # what the sender's drain does
+    assert builder.append(timestamp=None, key=b"u", value=b"late") is None, "a taken batch took another record"
+    sent = DefaultRecordBatch(bytes(taken.get_data_buffer()))
+    assert (sent.base_sequence, len(list(sent))) == (0, 3)
+    assert producer._txn_manager.sequence_number(TP) == 3, "the next batch starts after the records sent"
