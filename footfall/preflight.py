@@ -5,12 +5,14 @@ A port someone else holds, a read-only, unwritable or full directory: each becom
 — before any broker wait or worker start, where the same fault would otherwise surface as
 a library traceback. :func:`listeners` tells which processes hold a TCP port (Linux
 ``/proc``), so a launcher can check that the server answering is the one it started.
+:func:`claim` keeps a second process off a directory one process owns.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import socket
 from pathlib import Path
@@ -18,7 +20,7 @@ from typing import Final
 
 from footfall.errors import StartupError
 
-__all__ = ["check_directory", "check_listen", "describe_pid", "listeners"]
+__all__ = ["check_directory", "check_listen", "claim", "describe_pid", "listeners"]
 
 _TCP_LISTEN: Final = "0A"  # the state column of /proc/net/tcp for LISTEN
 
@@ -136,3 +138,26 @@ def describe_pid(pid: int) -> str:
         words[0] = Path(words[0]).name
     command = " ".join(" ".join(words).split())  # one line, whatever the arguments hold
     return f"pid {pid}: {command[:80]}" if command else f"pid {pid}"
+
+
+def claim(lock: Path, busy: str) -> int:
+    """Take ``lock`` (created, this pid written into it) for as long as the returned descriptor is open.
+
+    The kernel drops the lock when the process ends, however it ends: no stale lock after kill -9.
+
+    Raises:
+        StartupError: another process holds it; the message is ``busy`` with ``{who}`` replaced by
+            that process (as :func:`describe_pid` names it).
+    """
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        who = describe_pid(int(holder)) if holder.isdigit() else "another process"
+        raise StartupError(busy.replace("{who}", who)) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd

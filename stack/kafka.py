@@ -8,9 +8,14 @@ the ``apache/kafka`` image in ``kafka/docker-compose.yml``, run as plain JVM pro
    ``min.insync.replicas`` 2 for three nodes, RF 1 for one, unclean election off, no
    auto-created topics), its storage is formatted once with ``kafka.tools.StorageTool``;
 3. the nodes start on free loopback ports (kept for the cluster's life, so a restarted
-   node comes back where its peers expect it), and ``start()`` returns once every node
+   node comes back where its peers expect it; on a ``data_dir`` used before, the ports of the
+   last run when they are free, so clients find the cluster where it was), and ``start()`` returns once every node
    answers a Metadata request listing every node and a controller, and grants a
    producer id (what an idempotent producer needs first; :mod:`stack.kafka_probe`).
+
+A ``data_dir`` is one cluster's: while it runs, ``<data_dir>/footfall-kafka.lock`` keeps a
+second launcher off it, and a directory formatted for another number of nodes is refused
+(both one line, before any JVM starts).
 
 Every node gets ``PR_SET_PDEATHSIG`` (it dies with the process that started it, even on
 ``kill -9``) and an ``atexit`` hook stops the cluster on a normal exit: no orphan JVMs.
@@ -39,7 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Self
 
-from footfall.errors import BrokerUnavailableError, FootfallError
+from footfall.errors import BrokerUnavailableError, FootfallError, StartupError
+from footfall.preflight import check_directory, check_listen, claim
 from stack.broker import free_port
 from stack.children import StartStop, die_with_parent
 from stack.kafka_jars import java_command, kafka_classpath
@@ -112,6 +118,7 @@ class KafkaCluster(StartStop):
         self._data_dir: Path | None = None
         self._nodes: dict[int, _Node] = {}
         self._classpath: str | None = None
+        self._lock: int | None = None  # the data_dir's lock, held while started
 
     # -- addresses ---------------------------------------------------------------------
 
@@ -179,21 +186,24 @@ class KafkaCluster(StartStop):
         Idempotent: nodes already running are left alone.
 
         Raises:
+            StartupError: another process runs Kafka on ``data_dir``, or it holds a cluster of
+                another number of nodes.
             FootfallError: Java or Maven missing, or the jars could not be resolved.
             BrokerUnavailableError: the cluster did not come up within ``timeout``.
         """
         deadline = time.monotonic() + timeout
+        if self._given_dir is not None and self._lock is None:
+            self._claim(self._given_dir.resolve())
         self._classpath = self._classpath or kafka_classpath()
         if self._data_dir is None:
             if self._given_dir is None:
                 self._data_dir = Path(tempfile.mkdtemp(prefix="footfall-kafka-"))
             else:
                 self._data_dir = self._given_dir.resolve()
-                self._data_dir.mkdir(parents=True, exist_ok=True)
         if not self._nodes:
             for node_id in self.node_ids:
                 directory = self._data_dir / f"node-{node_id}"
-                self._nodes[node_id] = _Node(node_id, free_port(HOST), free_port(HOST), directory)
+                self._nodes[node_id] = _Node(node_id, *_ports(node_id, directory), directory)
         atexit.register(self.stop)
         try:
             self._format_storage()
@@ -225,6 +235,9 @@ class KafkaCluster(StartStop):
             shutil.rmtree(self._data_dir, ignore_errors=True)
             self._data_dir = None
             self._nodes.clear()
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def kill(self, node_id: int) -> None:
         """SIGKILL one node (a crash: no clean shutdown, no leadership handover)."""
@@ -266,6 +279,22 @@ class KafkaCluster(StartStop):
             return self._nodes[node_id]
         except KeyError:
             raise FootfallError(f"no kafka node {node_id}; the nodes are {self.node_ids}") from None
+
+    def _claim(self, data_dir: Path) -> None:
+        """Hold ``data_dir`` for this cluster; refuse one formatted for another number of nodes."""
+        check_directory(data_dir, "--data-dir")
+        self._lock = claim(
+            data_dir / "footfall-kafka.lock",
+            f"another process ({{who}}) runs Kafka on {data_dir}; stop it, or use another data directory",
+        )
+        formatted = sorted(int(p.parts[-3].removeprefix("node-")) for p in data_dir.glob("node-*/data/meta.properties"))
+        if formatted and formatted != self.node_ids:
+            os.close(self._lock)
+            self._lock = None
+            raise StartupError(
+                f"{data_dir} holds a {len(formatted)}-node Kafka cluster (nodes {formatted}), not one of "
+                f"{len(self.node_ids)}; start it with --nodes {len(formatted)}, or use another data directory"
+            )
 
     def _server_properties(self, node: _Node) -> dict[str, str]:
         rf = str(self.replication_factor)
@@ -358,6 +387,27 @@ class KafkaCluster(StartStop):
             time.sleep(0.1)
         tails = "\n".join(f"--- node {n}:\n{self.log_tail(n, 1500)}" for n in sorted(node_ids))
         raise BrokerUnavailableError(f"kafka nodes {sorted(node_ids)} did not join the cluster; logs end:\n{tails}")
+
+
+def _ports(node_id: int, directory: Path) -> tuple[int, int]:
+    """The node's client and controller ports: those of its last run on ``directory`` when both are free."""
+    last: list[int] = []
+    with contextlib.suppress(OSError):
+        for line in (directory / "server.properties").read_text().splitlines():
+            if line.startswith("listeners="):
+                last = [int(address.rsplit(":", 1)[1]) for address in line.removeprefix("listeners=").split(",")]
+    if len(last) == 2:
+        try:
+            for port in last:
+                check_listen(HOST, port, "port")
+        except StartupError:
+            log.warning(
+                "the ports of this node's last run are taken: the bootstrap list changes",
+                extra={"node_id": node_id, "ports": last},
+            )
+        else:
+            return last[0], last[1]
+    return free_port(HOST), free_port(HOST)
 
 
 def _new_cluster_id() -> str:

@@ -4,7 +4,8 @@ Prints the bootstrap list on its first line of stdout (``127.0.0.1:P1,127.0.0.1:
 then one line per node with its id, address, pid and log.
 
 Exit codes: 0 after Ctrl+C/SIGTERM stopped it; 1 the cluster did not start (no Java or
-Maven, jars not resolvable) or a node died while running, said in one line; 2 bad flags.
+Maven, jars not resolvable, ``--data-dir`` in use by another launcher or formatted for another
+``--nodes``) or a node died while running, said in one line; 2 bad flags.
 """
 
 from __future__ import annotations
@@ -26,7 +27,11 @@ __all__ = ["KafkaSettings", "main"]
 class KafkaSettings(msgspec.Struct, frozen=True, kw_only=True):
     nodes: Annotated[int, msgspec.Meta(ge=1, le=9, description="how many nodes (broker+controller each)")] = 1
     data_dir: Annotated[
-        str, msgspec.Meta(description="durable log dirs, kept across runs (empty: a temporary dir, removed on exit)")
+        str,
+        msgspec.Meta(
+            description="durable log dirs, kept across runs, which reuse the last run's ports when free "
+            "(empty: a temporary dir, removed on exit)"
+        ),
     ] = ""
     heap: Annotated[str, msgspec.Meta(pattern=r"^\d+[kmg]$", description="JVM heap per node, e.g. 512m")] = "512m"
     log_level: Annotated[LogLevel, msgspec.Meta(description="log level (JSON lines on stderr)")] = "info"

@@ -26,8 +26,6 @@ Exit codes (also in the README):
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 import re
 import subprocess
 import sys
@@ -40,7 +38,7 @@ import msgspec
 
 from footfall.errors import ConfigError, FootfallError, StartupError
 from footfall.kafka import parse_brokers
-from footfall.preflight import check_directory, describe_pid
+from footfall.preflight import check_directory, claim
 from stack.children import interrupt
 from stack.command import EXIT_INTERRUPTED, Interrupts, command
 from stack.kafka import KafkaCluster
@@ -120,22 +118,11 @@ def _claim(records: Path) -> int:
     Raises:
         StartupError: another process holds the lock.
     """
-    path = records / "_footfall" / "up.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-        os.close(fd)
-        who = describe_pid(int(holder)) if holder.isdigit() else "another process"
-        raise StartupError(
-            f"--record-directory: another footfall up ({who}) is using {records}; "
-            "stop it, or give this one another --record-directory"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
+    return claim(
+        records / "_footfall" / "up.lock",
+        f"--record-directory: another footfall up ({{who}}) is using {records}; "
+        "stop it, or give this one another --record-directory",
+    )
 
 
 def run(settings: UpSettings) -> int:

@@ -9,6 +9,7 @@ are part of the development machine (scripts/setup.sh).
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
 import signal
@@ -100,6 +101,41 @@ def test_footfall_kafka_prints_the_nodes_and_stops_on_ctrl_c(tmp_path: Path) -> 
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_data_dir_is_one_clusters_and_keeps_its_ports(tmp_path: Path) -> None:
+    """What users do twice: a second launcher on a data dir in use, the wrong --nodes on one used
+    before (each one line, exit 1, no JVM started), and a plain re-run (the same address again)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "stack.cli", "kafka", "--data-dir", str(tmp_path), "--log-level", "warning"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert first.stdout is not None
+        bootstrap = first.stdout.readline().strip()
+        assert re.fullmatch(r"127\.0\.0\.1:\d+", bootstrap), first.stderr and first.stderr.read()
+        second = _footfall_kafka(env, "--data-dir", str(tmp_path))
+        assert second.returncode == 1 and second.stdout == ""
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"pid {first.pid}" in lines[0] and "runs Kafka on" in lines[0], second.stderr
+        first.send_signal(signal.SIGINT)
+        assert first.wait(60) == 0
+    finally:
+        first.kill()
+        first.wait()
+
+    wrong = _footfall_kafka(env, "--data-dir", str(tmp_path), "--nodes", "3")
+    assert wrong.returncode == 1
+    lines = wrong.stderr.strip().splitlines()
+    assert len(lines) == 1 and "holds a 1-node Kafka cluster" in lines[0] and "--nodes 1" in lines[0], wrong.stderr
+    assert not (tmp_path / "node-2").exists(), "nothing of a second node was made"
+
+    with KafkaCluster(1, tmp_path) as again:
+        assert again.bootstrap == bootstrap, "a re-run on the same data dir moved to other ports"
 
 
 def test_no_orphan_jvm_when_the_owner_is_killed(tmp_path: Path) -> None:
