@@ -10,7 +10,6 @@ database not held by another dashboard: each refusal is one line naming the flag
 
 from __future__ import annotations
 
-import errno
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -19,7 +18,7 @@ from dashboard.errors import DatabaseLockedError
 from dashboard.settings import ENV_PREFIX, DashboardSettings
 from footfall.errors import StartupError
 from footfall.logs import configure_logging
-from footfall.preflight import check_directory, check_listen, describe_pid
+from footfall.preflight import check_directory, check_listen, describe_pid, listen_socket
 from footfall.settings import parse_settings, run_main
 
 if TYPE_CHECKING:
@@ -28,6 +27,8 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 log = logging.getLogger("dashboard")
+
+_BACKLOG = 100  # Sanic's default
 
 _DESCRIPTION = """\
 Web page with charts over the landed report files, and its JSON query API.
@@ -77,11 +78,12 @@ def _serve(settings: DashboardSettings, store: RollupStore) -> None:
     if settings.credentials is None and settings.host not in {"127.0.0.1", "localhost", "::1"}:
         log.warning("dashboard exposed without --auth", extra={"host": settings.host})
     app = create_app(settings, store=store)
+    sock = listen_socket(settings.host, settings.port, "--port", _BACKLOG)
     log.info(
         "dashboard starting",
         extra={
             "host": settings.host,
-            "port": settings.port,
+            "port": sock.getsockname()[1],
             "record_directory": settings.record_directory,
             "database": str(settings.database_path),
         },
@@ -89,18 +91,9 @@ def _serve(settings: DashboardSettings, store: RollupStore) -> None:
     # single_process: no Sanic worker manager; SIGINT/SIGTERM stop the server
     # gracefully (GRACEFUL_SHUTDOWN_TIMEOUT = --shutdown-timeout).
     try:
-        app.run(
-            host=settings.host,
-            port=settings.port,
-            single_process=True,
-            access_log=False,
-            motd=False,
-        )
-    except OSError as exc:
-        if exc.errno != errno.EADDRINUSE:
-            raise
-        # taken between the check and Sanic's bind
-        raise StartupError(f"--port: cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from exc
+        app.run(sock=sock, single_process=True, access_log=False, motd=False, backlog=_BACKLOG)
+    finally:
+        sock.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

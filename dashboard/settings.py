@@ -24,7 +24,7 @@ class DashboardSettings(msgspec.Struct, frozen=True, kw_only=True):
     host: Annotated[
         str, Meta(min_length=1, description="address to bind; 127.0.0.1 keeps the page local (use --auth if exposed)")
     ] = "127.0.0.1"
-    port: Annotated[int, Meta(ge=1, le=65535, description="HTTP port")] = 8050
+    port: Annotated[int, Meta(ge=0, le=65535, description="HTTP port (0: a free one, logged at start)")] = 8050
     auth: Annotated[
         Annotated[str, Meta(pattern=r"^[^:]+:.+$")] | None,
         Meta(description="USER:PASSWORD to require HTTP basic auth on everything but the probes"),

@@ -20,7 +20,7 @@ from typing import Final
 
 from footfall.errors import StartupError
 
-__all__ = ["check_directory", "check_listen", "claim", "describe_pid", "listeners"]
+__all__ = ["check_directory", "check_listen", "claim", "describe_pid", "listen_socket", "listeners"]
 
 _TCP_LISTEN: Final = "0A"  # the state column of /proc/net/tcp for LISTEN
 
@@ -53,6 +53,28 @@ def check_listen(host: str, port: int, flag: str) -> None:
             raise StartupError(_listen_message(host, port, flag, exc)) from exc
         except OverflowError as exc:  # pragma: no cover - ports are range-checked in the settings
             raise StartupError(f"{flag}: {port} is not a TCP port") from exc
+
+
+def listen_socket(host: str, port: int, flag: str, backlog: int) -> socket.socket:
+    """The server's listening socket, bound here so that ``port`` 0 becomes a known free port.
+
+    Inheritable: Sanic's spawned workers accept on it. (Given a port of 0, Sanic would listen
+    on its default, 8000.)
+
+    Raises:
+        StartupError: the address cannot be listened on (in use since :func:`check_listen`, ...).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise StartupError(_listen_message(host, port, flag, exc)) from exc
+    sock.set_inheritable(True)
+    return sock
 
 
 def _listen_message(host: str, port: int, flag: str, exc: OSError) -> str:

@@ -7,7 +7,8 @@ Start-up, in this order:
 2. wait for the broker (none within ``--startup-timeout``: one line, exit 1), create the
    topics if absent, resolve ``--idempotence auto`` (InitProducerId granted or not) — once,
    in the main process;
-3. create the metrics directory every worker snapshots into;
+3. create the metrics directory every worker snapshots into; bind the listening socket here
+   (``--port 0``: a free port, the one logged in ``gateway starting``);
 4. serve with Sanic's worker manager (``--workers`` processes, uvloop). SIGTERM/SIGINT
    stop accepting, drain in-flight requests and batches within ``--shutdown-timeout``, exit 0.
 """
@@ -16,10 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import functools
 import logging
 import shutil
+import socket
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +30,7 @@ import msgspec
 from footfall.errors import BrokerError, ConfigError, StartupError
 from footfall.kafka import ensure_topics, probe_idempotence, wait_for_broker
 from footfall.logs import configure_logging
-from footfall.preflight import check_directory, check_listen
+from footfall.preflight import check_directory, check_listen, listen_socket
 from footfall.settings import run_main
 from gateway.producer import ProducerClass
 from gateway.settings import GatewaySettings, parse_gateway_settings
@@ -37,6 +38,8 @@ from gateway.settings import GatewaySettings, parse_gateway_settings
 __all__ = ["main"]
 
 log = logging.getLogger("gateway")
+
+_BACKLOG = 1024
 
 
 async def _prepare(settings: GatewaySettings) -> bool:
@@ -58,7 +61,9 @@ async def _prepare(settings: GatewaySettings) -> bool:
     return supported
 
 
-def _serve(settings: GatewaySettings, idempotence: bool, producer_class: ProducerClass | None) -> None:
+def _serve(
+    settings: GatewaySettings, sock: socket.socket, idempotence: bool, producer_class: ProducerClass | None
+) -> None:
     from sanic import Sanic
     from sanic.worker.loader import AppLoader
 
@@ -74,13 +79,12 @@ def _serve(settings: GatewaySettings, idempotence: bool, producer_class: Produce
     )
     app = loader.load()
     app.prepare(
-        host=settings.host,
-        port=settings.port,
+        sock=sock,
         workers=settings.worker_count,
         access_log=False,
         motd=False,
         single_process=False,
-        backlog=1024,
+        backlog=_BACKLOG,
         protocol=DeadlineHttpProtocol,
     )
     Sanic.serve(primary=app, app_loader=loader)
@@ -97,6 +101,7 @@ def _run(argv: Sequence[str] | None, producer_class: ProducerClass | None) -> in
         idempotence = asyncio.run(_prepare(settings))
     except BrokerError as exc:  # unreachable (BrokerUnavailableError) or refused (e.g. the replication factor)
         raise StartupError(f"--brokers: {exc}") from exc
+    sock = listen_socket(settings.host, settings.port, "--port", _BACKLOG)
     temporary: Path | None = None
     if settings.metrics_dir:
         metrics_dir = Path(settings.metrics_dir)
@@ -109,20 +114,16 @@ def _run(argv: Sequence[str] | None, producer_class: ProducerClass | None) -> in
         "gateway starting",
         extra={
             "host": settings.host,
-            "port": settings.port,
+            "port": sock.getsockname()[1],
             "workers": settings.worker_count,
             "idempotence": idempotence,
             "brokers": settings.brokers,
         },
     )
     try:
-        _serve(settings, idempotence, producer_class)
-    except OSError as exc:
-        if exc.errno != errno.EADDRINUSE:
-            raise
-        # taken between the check above and Sanic's bind
-        raise StartupError(f"--port: cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from exc
+        _serve(settings, sock, idempotence, producer_class)
     finally:
+        sock.close()
         if temporary is not None:
             with contextlib.suppress(OSError):
                 shutil.rmtree(temporary)

@@ -36,7 +36,9 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
         str, Meta(description="Kafka bootstrap servers, host:port[,host:port]", extra={"env": "FOOTFALL_BROKERS"})
     ] = "127.0.0.1:9092"
     host: Annotated[str, Meta(description="address to listen on")] = "127.0.0.1"
-    port: Annotated[int, Meta(ge=0, le=65535, description="TCP port to listen on")] = 8080
+    port: Annotated[int, Meta(ge=0, le=65535, description="TCP port to listen on (0: a free one, logged at start)")] = (
+        8080
+    )
     workers: Annotated[int, Meta(ge=0, le=256, description="worker processes; 0 = one per CPU")] = 0
     visit_topic: Annotated[str, Meta(description="Kafka topic for visit reports")] = "visit"
     activity_topic: Annotated[str, Meta(description="Kafka topic for activity reports")] = "activity"

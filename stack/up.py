@@ -238,7 +238,8 @@ def _start_bench(stack: Stack, settings: UpSettings, run_json: Path, log_path: P
 
 def _stop(stack: Stack, bench: subprocess.Popen[bytes] | None, bench_log: Path) -> bool:
     """Stop in order: bench, gateway (drain), sink (land the rest); True if any stopped uncleanly."""
-    print("stopping: bench, then gateway (drain), then sink (land the rest) ...", flush=True)
+    first = "bench, then gateway" if bench is not None else "gateway"
+    print(f"stopping: {first} (drain), then sink (land the rest) ...", flush=True)
     unclean: dict[str, int | None] = {}
     if bench is not None and interrupt(bench, 30.0) != 0:
         unclean["bench"] = bench.returncode

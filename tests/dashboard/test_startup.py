@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +52,31 @@ def test_a_database_another_dashboard_holds_is_one_line_and_exit_1(
     assert lines[0].endswith("stop it, or give this dashboard its own --state-dir")
     # The first one is untouched and still serving.
     assert httpx.get(first.url + "/readyz", timeout=5).status_code == 200
+
+
+def test_port_0_listens_on_a_free_port_and_logs_which(tmp_path: Path, seed: int) -> None:
+    """Sanic reads port 0 as "no port" and listens on 8000; the dashboard binds it itself."""
+    records = make_records(tmp_path / "records", seed, users=1, days=1)
+    log = tmp_path / "dashboard.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dashboard", "--record-directory", str(records), "--port", "0"],
+            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not (found := re.search(r'"message":"dashboard starting".*?"port":(\d+)', log.read_text())):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.05)
+        port = int(found[1])
+        assert port not in (0, 8000)
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline, log.read_text()[-2000:]
+                time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()[-2000:]

@@ -6,6 +6,8 @@ import asyncio
 import gzip
 import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ import pytest
 from footfall.kafka import HEADER_RECEIVED_MS, HEADER_REQUEST_ID, HEADER_SCHEMA, HEADER_TYPE, partition_for
 from footfall.promtext import samples, total
 from footfall.reports import encode_report
-from tests.gateway.conftest import JSON_GZIP, GatewayProcess, original_body
+from tests.gateway.conftest import JSON_GZIP, ROOT, GatewayProcess, original_body
 from tests.gateway.test_body import gzip_bomb
 
 pytestmark = pytest.mark.integration
@@ -229,3 +231,30 @@ def test_unknown_fields_and_trailing_slash(live_gateway: GatewayProcess) -> None
         headers={"Content-Type": "application/json"},
     )
     assert response.status_code == 200
+
+
+def test_port_0_listens_on_a_free_port_and_logs_which(broker: str, tmp_path: Path) -> None:
+    """Sanic reads port 0 as "no port" and listens on 8000; the gateway binds it itself."""
+    log = tmp_path / "gateway.log"
+    argv = [sys.executable, "-m", "gateway", "--brokers", broker, "--host", "127.0.0.1", "--port", "0"]
+    argv += ["--workers", "2"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        while not (found := re.search(r'"message":"gateway starting".*?"port":(\d+)', log.read_text())):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.05)
+        port = int(found[1])
+        assert port not in (0, 8000)
+        while httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code != 200:
+            time.sleep(0.05)
+        pids = {httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).json()["pid"] for _ in range(20)}
+        assert pids <= set(_children(proc.pid)), "another process answers on the logged port"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()[-2000:]
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]

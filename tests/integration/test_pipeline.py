@@ -181,6 +181,21 @@ def test_footfall_up_runs_and_leaves_nothing_behind(tmp_path: Path) -> None:
     assert not Path(f"/proc/{broker_pid}").exists(), "the embedded broker was left behind"
 
 
+def test_footfall_up_without_the_bench_stops_what_it_started(tmp_path: Path) -> None:
+    records = tmp_path / "up-records"
+    ports = ["--gateway-port", "0", "--sink-port", "0", "--dashboard-port", "0"]
+    result = subprocess.run(
+        [sys.executable, "-m", "stack.cli", "up", "--no-bench", "--record-directory", str(records), "--duration", "2",
+         *ports],
+        capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (stopping,) = [line for line in result.stdout.splitlines() if line.startswith("stopping:")]
+    assert stopping == "stopping: gateway (drain), then sink (land the rest) ...", "no bench ran, none is stopped"
+    assert "bench" not in result.stdout, "a bench named where none ran"
+    assert _pids(str(records)) == [], "role processes left behind"
+
+
 def _pids(pattern: str) -> list[str]:
     found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False)
     return [pid for pid in found.stdout.split() if pid != str(os.getpid())]
