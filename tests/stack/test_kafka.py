@@ -162,7 +162,7 @@ def test_no_orphan_jvm_when_the_owner_is_killed(tmp_path: Path) -> None:
         owner.wait()
 
 
-async def _produce_and_count(bootstrap: str, topic: str, produce: int) -> int:
+async def _produce_and_count(bootstrap: str, topic: str, produce: int, expected: int) -> int:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-untyped]
 
     if produce:
@@ -176,8 +176,15 @@ async def _produce_and_count(bootstrap: str, topic: str, produce: int) -> int:
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
     await consumer.start()
     try:
-        batches = await consumer.getmany(timeout_ms=5000)
-        return sum(len(records) for records in batches.values())
+        # Read until the records acked so far are all back (a restarted node can take seconds to
+        # serve fetches on a loaded machine), then once more: a record too many shows as well.
+        deadline = asyncio.get_running_loop().time() + 30
+        count = 0
+        while count < expected and asyncio.get_running_loop().time() < deadline:
+            batches = await consumer.getmany(timeout_ms=1000)
+            count += sum(len(records) for records in batches.values())
+        batches = await consumer.getmany(timeout_ms=500)
+        return count + sum(len(records) for records in batches.values())
     finally:
         await consumer.stop()
 
@@ -189,13 +196,14 @@ def test_kill_restart_keeps_the_log_and_pause_stops_answers(tmp_path: Path) -> N
             assert setting in props
         assert "default.replication.factor=1" in props and "min.insync.replicas=1" in props
         asyncio.run(ensure_topics(cluster.bootstrap, ["durable"], 1, cluster.replication_factor))
-        assert asyncio.run(_produce_and_count(cluster.bootstrap, "durable", 5)) == 5
+        assert asyncio.run(_produce_and_count(cluster.bootstrap, "durable", 5, expected=5)) == 5
         first = cluster.pid(1)
         cluster.kill(1)
         assert not alive(first) and not cluster.is_running(1)
         cluster.start_node(1)
         assert cluster.pid(1) != first
-        assert asyncio.run(_produce_and_count(cluster.bootstrap, "durable", 0)) == 5, "acked records survive kill -9"
+        survived = asyncio.run(_produce_and_count(cluster.bootstrap, "durable", 0, expected=5))
+        assert survived == 5, "acked records survive kill -9"
 
         cluster.pause(1)
         assert kafka_metadata(HOST, cluster.port(1), timeout=1.0) is None, "a paused node answers nothing"
