@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +13,7 @@ import httpx
 import pytest
 
 from tests.dashboard.conftest import REPO, free_port, make_records
+from tests.faults.harness import logged_port, wait_for
 
 
 def _second_dashboard(record_directory: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -64,19 +63,9 @@ def test_port_0_listens_on_a_free_port_and_logs_which(tmp_path: Path, seed: int)
             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while not (found := re.search(r'"message":"dashboard starting".*?"port":(\d+)', log.read_text())):
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
-            time.sleep(0.05)
-        port = int(found[1])
+        port = logged_port(log, proc, "dashboard starting")
         assert port not in (0, 8000)
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.ConnectError:
-                assert time.monotonic() < deadline, log.read_text()[-2000:]
-                time.sleep(0.05)
+        wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200, 30, "the dashboard")
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, log.read_text()[-2000:]

@@ -106,6 +106,16 @@ def _stat(pid: int) -> list[str] | None:
     return [raw[: raw.index(" ")], raw[raw.index("(") : raw.rindex(")") + 1], *raw[raw.rindex(")") + 2 :].split()]
 
 
+def logged_port(log: Path, proc: subprocess.Popen[bytes], message: str, timeout: float = 30.0) -> int:
+    """The ``"port"`` of the first JSON log line ``message`` in ``log``, once ``proc`` wrote it."""
+    pattern = re.compile(rf'"message":"{re.escape(message)}".*?"port":(\d+)')
+    deadline = time.monotonic() + timeout
+    while not (found := pattern.search(log.read_text())):
+        assert proc.poll() is None and time.monotonic() < deadline, f"no {message!r} line:\n{log.read_text()[-2000:]}"
+        time.sleep(0.05)
+    return int(found[1])
+
+
 def alive(pid: int) -> bool:
     """True if ``pid`` exists and is not a zombie."""
     stat = _stat(pid)

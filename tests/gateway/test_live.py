@@ -19,6 +19,7 @@ import pytest
 from footfall.kafka import HEADER_RECEIVED_MS, HEADER_REQUEST_ID, HEADER_SCHEMA, HEADER_TYPE, partition_for
 from footfall.promtext import samples, total
 from footfall.reports import encode_report
+from tests.faults.harness import children, logged_port, wait_for
 from tests.gateway.conftest import JSON_GZIP, ROOT, GatewayProcess, original_body
 from tests.gateway.test_body import gzip_bomb
 
@@ -241,20 +242,11 @@ def test_port_0_listens_on_a_free_port_and_logs_which(broker: str, tmp_path: Pat
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
-        deadline = time.monotonic() + 30
-        while not (found := re.search(r'"message":"gateway starting".*?"port":(\d+)', log.read_text())):
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
-            time.sleep(0.05)
-        port = int(found[1])
+        port = logged_port(log, proc, "gateway starting")
         assert port not in (0, 8000)
-        while httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code != 200:
-            time.sleep(0.05)
+        wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200, 30, "the gateway")
         pids = {httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).json()["pid"] for _ in range(20)}
-        assert pids <= set(_children(proc.pid)), "another process answers on the logged port"
+        assert pids <= set(children(proc.pid)), "another process answers on the logged port"
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, log.read_text()[-2000:]
-
-
-def _children(pid: int) -> list[int]:
-    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]

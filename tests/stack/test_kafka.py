@@ -65,25 +65,16 @@ def test_missing_maven_is_one_line_naming_what_to_install(tmp_path: Path) -> Non
     assert len(lines) == 1 and "mvn not found" in lines[0] and "maven" in lines[0], done.stderr
 
 
-def test_footfall_kafka_prints_the_nodes_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stack.cli",
-            "kafka",
-            "--nodes",
-            "1",
-            "--data-dir",
-            str(tmp_path),
-            "--log-level",
-            "warning",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
+def _spawn_footfall_kafka(data_dir: Path) -> subprocess.Popen[str]:
+    """``footfall kafka --nodes 1 --data-dir data_dir`` running; its stdout and stderr piped."""
+    argv = ["kafka", "--nodes", "1", "--data-dir", str(data_dir), "--log-level", "warning"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "stack.cli", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
     )
+
+
+def test_footfall_kafka_prints_the_nodes_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    proc = _spawn_footfall_kafka(tmp_path)
     try:
         assert proc.stdout is not None
         bootstrap = proc.stdout.readline().strip()
@@ -107,13 +98,7 @@ def test_a_data_dir_is_one_clusters_and_keeps_its_ports(tmp_path: Path) -> None:
     """What users do twice: a second launcher on a data dir in use, the wrong --nodes on one used
     before (each one line, exit 1, no JVM started), and a plain re-run (the same address again)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    first = subprocess.Popen(
-        [sys.executable, "-m", "stack.cli", "kafka", "--data-dir", str(tmp_path), "--log-level", "warning"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
+    first = _spawn_footfall_kafka(tmp_path)
     try:
         assert first.stdout is not None
         bootstrap = first.stdout.readline().strip()
