@@ -50,6 +50,7 @@ __all__ = [
     "parse_brokers",
     "partition_for",
     "probe_idempotence",
+    "topic_partitions",
     "wait_for_broker",
 ]
 
@@ -265,3 +266,20 @@ async def ensure_topics(brokers: str, topics: Iterable[str], partitions: int, re
                     pass  # another process created them first
     finally:
         await admin.close()
+
+
+async def topic_partitions(brokers: str, topics: Iterable[str]) -> dict[str, int]:
+    """How many partitions each of ``topics`` has now (0: the topic does not exist).
+
+    Raises:
+        BrokerUnavailableError: the cluster cannot be reached.
+    """
+    client = AIOKafkaClient(bootstrap_servers=parse_brokers(brokers), request_timeout_ms=10000)
+    try:
+        with kafka_errors(f"cannot read the topics' metadata on {brokers}"):
+            await client.bootstrap()
+            metadata = await client.fetch_all_metadata()
+    finally:
+        with contextlib.suppress(KafkaError, OSError):
+            await client.close()
+    return {t: len(metadata.partitions_for_topic(t) or ()) for t in topics}

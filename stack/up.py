@@ -25,6 +25,7 @@ Exit codes (also in the README):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import subprocess
@@ -36,8 +37,9 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
+from bench.verify import ERROR_COUNTERS
 from footfall.errors import ConfigError, FootfallError, StartupError
-from footfall.kafka import parse_brokers
+from footfall.kafka import parse_brokers, topic_partitions
 from footfall.preflight import check_directory, claim
 from stack.children import interrupt
 from stack.command import EXIT_INTERRUPTED, Interrupts, command
@@ -173,6 +175,7 @@ def run(settings: UpSettings) -> int:
                 return EXIT_STARTUP
             interrupts.started()
             _print_where(stack, records, logs)
+            partitions = _partitions(stack)
             if settings.bench:
                 bench = _start_bench(stack, settings, run_json, logs / "bench.log")
             print("Ctrl+C stops everything.", flush=True)
@@ -180,7 +183,7 @@ def run(settings: UpSettings) -> int:
             failed = _stop(stack, bench, logs / "bench.log") or failed
             if bench is None:
                 return EXIT_FAILED if failed else EXIT_OK
-            verified = _verify(stack, run_json, records, logs / "bench.log")
+            verified = _verify(stack, run_json, records, logs / "bench.log", partitions)
             return verified if verified != EXIT_OK else EXIT_FAILED if failed else EXIT_OK
         except KeyboardInterrupt:
             during = "start-up" if interrupts.starting else "the drain (a second Ctrl+C)"
@@ -210,6 +213,25 @@ def _print_where(stack: Stack, records: Path, logs: Path) -> None:
     print(f"  dashboard  {stack.dashboard_url}/")
     print(f"  records    {records}")
     print(f"  logs       {logs}")
+
+
+def _partitions(stack: Stack) -> int | None:
+    """The topics' partition count for ``bench verify`` (None: they differ, verify reads the sink's state).
+
+    Topics that already existed keep their count whatever ``--partitions`` says; say so, since the
+    record directory's earlier runs may have used another one.
+    """
+    c = stack.config
+    try:
+        counts = asyncio.run(topic_partitions(stack.bootstrap, [c.visit_topic, c.activity_topic]))
+    except FootfallError as exc:
+        print(f"footfall up: {exc}; bench verify will read the partition count from the sink's state", file=sys.stderr)
+        return None
+    for topic, count in counts.items():
+        if count != c.partitions:
+            print(f"  note       topic {topic} has {count} partitions (it existed; --partitions is for new ones)")
+    found = set(counts.values())
+    return found.pop() if len(found) == 1 else None
 
 
 def _start_bench(stack: Stack, settings: UpSettings, run_json: Path, log_path: Path) -> subprocess.Popen[bytes]:
@@ -257,13 +279,23 @@ def _stop(stack: Stack, bench: subprocess.Popen[bytes] | None, bench_log: Path) 
     return bool(unclean)
 
 
-def _verify(stack: Stack, run_json: Path, records: Path, bench_log: Path) -> int:
-    """Run ``bench verify`` over what landed; EXIT_OK, EXIT_DATA_LOSS, or EXIT_FAILED if it could not run."""
+#: What ``bench verify`` counts as an error besides ``unexpected`` (a report no bench run sent).
+_ERRORS_BUT_UNEXPECTED: Final = tuple(name for name in ERROR_COUNTERS if name != "unexpected")
+
+
+def _verify(stack: Stack, run_json: Path, records: Path, bench_log: Path, partitions: int | None) -> int:
+    """Run ``bench verify`` over what landed; EXIT_OK, EXIT_DATA_LOSS, or EXIT_FAILED if it could not run.
+
+    ``partitions``: the count this run's topics had. Without it verify takes the most the sink's
+    state shows, which an earlier run on more partitions leaves behind (then this run's reports
+    would all look misplaced).
+    """
     if not run_json.exists():
         print(f"footfall up: the bench wrote no run file, nothing to verify; log: {bench_log}", file=sys.stderr)
         return EXIT_FAILED
+    count = ["--partitions", str(partitions)] if partitions else []
     verify = subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "bench", "verify", str(run_json), "--record-directory", str(records)],
+        [sys.executable, "-m", "bench", "verify", str(run_json), "--record-directory", str(records), *count],
         capture_output=True,
         text=True,
         check=False,
@@ -272,13 +304,23 @@ def _verify(stack: Stack, run_json: Path, records: Path, bench_log: Path) -> int
     last = (verify.stdout.strip().splitlines() or verify.stderr.strip().splitlines() or ["(no output)"])[-1]
     print(f"  verify: {last}", flush=True)
     if verify.returncode == 1:
-        lost = re.search(r"\blost=([\d,]+)", last)
-        if stack.config.brokers is None and lost and lost[1].strip("0,"):
+        counts = {k: int(v.replace(",", "")) for k, v in re.findall(r"\b(\w+)=([\d,]+)", last)}
+        if counts.get("lost") and stack.config.brokers is None:
             print(
                 "footfall up: reports the sink had not landed lived only in the embedded broker, which keeps "
                 "them in memory and lost them when it stopped; use --kafka (durable logs) to keep them",
                 file=sys.stderr,
             )
+        elif counts.get("unexpected") and not any(counts.get(k) for k in _ERRORS_BUT_UNEXPECTED):
+            print(
+                f"footfall up: nothing of this run was lost or duplicated, but {records} holds reports no bench "
+                "sent (unexpected: another producer, a report sent by hand, or damage); give footfall up a "
+                "fresh --record-directory for a clean check",
+                file=sys.stderr,
+            )
+        print(
+            f"footfall up: the samples: footfall bench verify {run_json} --record-directory {records}", file=sys.stderr
+        )
         return EXIT_DATA_LOSS
     return EXIT_OK if verify.returncode == 0 else EXIT_FAILED
 
