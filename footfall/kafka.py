@@ -23,7 +23,7 @@ import socket
 import struct
 import time
 from collections.abc import Iterable, Iterator
-from typing import Final
+from typing import Any, Final
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
 from aiokafka.client import AIOKafkaClient  # type: ignore[import-untyped]
@@ -41,6 +41,7 @@ __all__ = [
     "HEADER_TYPE",
     "KAFKA_FAILURES",
     "broker_error",
+    "cluster_size",
     "ensure_topics",
     "in_words",
     "kafka_answers",
@@ -268,18 +269,32 @@ async def ensure_topics(brokers: str, topics: Iterable[str], partitions: int, re
         await admin.close()
 
 
+async def _cluster_metadata(brokers: str) -> Any:
+    """aiokafka's ``ClusterMetadata`` of the whole cluster, read once."""
+    client = AIOKafkaClient(bootstrap_servers=parse_brokers(brokers), request_timeout_ms=10000)
+    try:
+        with kafka_errors(f"cannot read the cluster's metadata on {brokers}"):
+            await client.bootstrap()
+            return await client.fetch_all_metadata()
+    finally:
+        with contextlib.suppress(KafkaError, OSError):
+            await client.close()
+
+
 async def topic_partitions(brokers: str, topics: Iterable[str]) -> dict[str, int]:
     """How many partitions each of ``topics`` has now (0: the topic does not exist).
 
     Raises:
         BrokerUnavailableError: the cluster cannot be reached.
     """
-    client = AIOKafkaClient(bootstrap_servers=parse_brokers(brokers), request_timeout_ms=10000)
-    try:
-        with kafka_errors(f"cannot read the topics' metadata on {brokers}"):
-            await client.bootstrap()
-            metadata = await client.fetch_all_metadata()
-    finally:
-        with contextlib.suppress(KafkaError, OSError):
-            await client.close()
+    metadata = await _cluster_metadata(brokers)
     return {t: len(metadata.partitions_for_topic(t) or ()) for t in topics}
+
+
+async def cluster_size(brokers: str) -> int:
+    """How many brokers the cluster's metadata lists now.
+
+    Raises:
+        BrokerUnavailableError: the cluster cannot be reached.
+    """
+    return len((await _cluster_metadata(brokers)).brokers())

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import subprocess
 import sys
@@ -39,7 +40,7 @@ import msgspec
 
 from bench.verify import ERROR_COUNTERS
 from footfall.errors import ConfigError, FootfallError, StartupError
-from footfall.kafka import parse_brokers, topic_partitions
+from footfall.kafka import cluster_size, parse_brokers, topic_partitions, wait_for_broker
 from footfall.preflight import check_directory, claim
 from stack.children import interrupt
 from stack.command import EXIT_INTERRUPTED, Interrupts, command
@@ -79,6 +80,14 @@ class UpSettings(msgspec.Struct, frozen=True, kw_only=True):
     gateway_workers: Annotated[int, msgspec.Meta(ge=1, description="gateway worker processes")] = 2
     sink_workers: Annotated[int, msgspec.Meta(ge=1, description="sink worker processes")] = 2
     partitions: Annotated[int, msgspec.Meta(ge=1, description="partitions per topic")] = 4
+    replication_factor: Annotated[
+        int,
+        msgspec.Meta(
+            ge=0,
+            le=32,
+            description="replication factor of the topics it creates (0: 3, or the brokers there are if fewer)",
+        ),
+    ] = 0
     bench: Annotated[bool, msgspec.Meta(description="drive a bench load against the gateway")] = True
     concurrent_clients: Annotated[int, msgspec.Meta(ge=1, description="bench clients")] = 50
     report_interval: Annotated[float, msgspec.Meta(ge=0, description="seconds between a bench client's days")] = 1.0
@@ -133,6 +142,9 @@ def run(settings: UpSettings) -> int:
     if flag_error:
         print(f"footfall up: {flag_error}", file=sys.stderr)
         return EXIT_FLAGS
+    # up speaks to its user in its own lines; the Kafka client's log lines (a refused connection
+    # while it waits for --brokers) are not for them.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     records = Path(settings.record_directory).resolve()
     logs = Path(settings.log_directory).resolve() if settings.log_directory else records / "_footfall" / "logs"
     try:
@@ -152,10 +164,14 @@ def run(settings: UpSettings) -> int:
                 if kafka is not None:
                     print("footfall up: starting Apache Kafka (one node) ...", flush=True)
                     kafka.start()
+                brokers = kafka.bootstrap if kafka is not None else settings.brokers or None
+                replication = ["--replication-factor", str(_replication_factor(settings, brokers))]
                 stack = Stack(
                     StackConfig(
                         record_directory=records,
-                        brokers=kafka.bootstrap if kafka is not None else settings.brokers or None,
+                        brokers=brokers,
+                        gateway_args=replication,
+                        sink_args=replication,
                         partitions=settings.partitions,
                         gateway_workers=settings.gateway_workers,
                         sink_workers=settings.sink_workers,
@@ -213,6 +229,28 @@ def _print_where(stack: Stack, records: Path, logs: Path) -> None:
     print(f"  dashboard  {stack.dashboard_url}/")
     print(f"  records    {records}")
     print(f"  logs       {logs}")
+
+
+#: How long ``up`` waits for a ``--brokers`` cluster to answer (the gateway's default --startup-timeout).
+_BROKER_WAIT_S: Final = 30.0
+
+
+def _replication_factor(settings: UpSettings, brokers: str | None) -> int:
+    """``--replication-factor``, or by default 3 (as kafka/docker-compose.yml), capped at the brokers there are.
+
+    Raises:
+        BrokerUnavailableError: ``brokers`` cannot be reached (asked only for the default).
+    """
+    if settings.replication_factor:
+        return settings.replication_factor
+    if brokers is None:
+        return 1  # the embedded broker: one node
+
+    async def size() -> int:
+        await wait_for_broker(brokers, _BROKER_WAIT_S)  # a cluster still starting: as the gateway would wait
+        return await cluster_size(brokers)
+
+    return max(1, min(3, asyncio.run(size())))
 
 
 def _partitions(stack: Stack) -> int | None:

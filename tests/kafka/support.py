@@ -66,6 +66,23 @@ async def _leaders(bootstrap: str, topic: str) -> dict[int, int]:
         await client.close()
 
 
+async def _replicas(bootstrap: str, topic: str) -> dict[int, int]:
+    from aiokafka import AIOKafkaClient  # type: ignore[import-untyped]
+
+    client = AIOKafkaClient(bootstrap_servers=bootstrap.split(","))
+    try:
+        await client.bootstrap()
+        metadata = await client.fetch_all_metadata()
+        return {p: len(m.replicas) for p, m in sorted(metadata._partitions.get(topic, {}).items())}
+    finally:
+        await client.close()
+
+
+def replicas(bootstrap: str, topic: str) -> dict[int, int]:
+    """Partition -> how many replicas it has, from the cluster's metadata (empty: no such topic)."""
+    return asyncio.run(_replicas(bootstrap, topic))
+
+
 def leaders(bootstrap: str, topic: str) -> dict[int, int]:
     """Partition -> the node id leading it, from the cluster's metadata."""
     return asyncio.run(_leaders(bootstrap, topic))
