@@ -22,7 +22,8 @@ from footfall.errors import StartupError
 
 __all__ = ["check_directory", "check_listen", "claim", "describe_pid", "listen_socket", "listeners"]
 
-_TCP_LISTEN: Final = "0A"  # the state column of /proc/net/tcp for LISTEN
+_TCP_LISTEN: Final = "0A"
+_COMMAND_CHARS: Final = 80  # of a holder's command line, in one-line messages  # the state column of /proc/net/tcp for LISTEN
 
 _DIRECTORY_CAUSES: Final = {
     errno.EROFS: ("it is on a read-only file system", "pick a writable directory"),
@@ -159,7 +160,10 @@ def describe_pid(pid: int) -> str:
     if words:
         words[0] = Path(words[0]).name
     command = " ".join(" ".join(words).split())  # one line, whatever the arguments hold
-    return f"pid {pid}: {command[:80]}" if command else f"pid {pid}"
+    if len(command) > _COMMAND_CHARS:  # cut between words: half a flag reads like another flag
+        cut = command.rfind(" ", 0, _COMMAND_CHARS)
+        command = command[: cut if cut > 0 else _COMMAND_CHARS] + " …"
+    return f"pid {pid}: {command}" if command else f"pid {pid}"
 
 
 def claim(lock: Path, busy: str) -> int:

@@ -24,6 +24,7 @@ from footfall.backoff import Backoff
 from footfall.errors import BrokerUnavailableError
 from footfall.kafka import ensure_topics, wait_for_broker
 from footfall.logs import configure_logging
+from footfall.preflight import check_listen
 from footfall.settings import run_main
 from sink.settings import SinkSettings, dlq_topic, parse_sink_settings, retry_topic
 
@@ -79,6 +80,8 @@ def _run(argv: Sequence[str] | None) -> int:
     try:
         settings = parse_sink_settings(list(argv) if argv is not None else None)
         configure_logging(settings.log_level, "sink")
+        # The machine's refusal first, naming who holds the port; it costs no broker wait.
+        check_listen(settings.metrics_host, settings.metrics_port, "--metrics-port")
         asyncio.run(prepare_topics(settings))
         supervisor = Supervisor(settings)
         try:

@@ -141,8 +141,14 @@ def report(tp: TopicPartition, out_topic: str, change: LogChange, metrics: SinkM
     """Say what :func:`align` found: an ERROR line and a metric each."""
     if change.restarted:
         metrics.log_restarts.labels(out_topic).inc()
+        # Two signs: the checkpoint is past the log's end, or the log has grown past it with other records.
+        sign = (
+            "checkpoint ahead of the log"
+            if change.stale_offset >= change.log_end
+            else "the log holds other records than the files at the checkpoint"
+        )
         log.error(
-            "checkpoint ahead of the log: the partition's log started over (topic created again, broker "
+            f"{sign}: the partition's log started over (topic created again, broker "
             "data lost or restored); the earlier files stay, the new log lands in a new generation",
             extra={
                 "tp": tp_name(tp),

@@ -54,7 +54,11 @@ def run(settings: KafkaSettings) -> int:
             dead = [n for n in cluster.node_ids if not cluster.is_running(n)]
             return f"kafka node {dead[0]} exited; log: {cluster.server_log(dead[0])}" if dead else None
 
-        return run_in_foreground(death)
+        code = run_in_foreground(death)
+    if code == 0:
+        kept = f"its data stays in {data_dir}" if data_dir is not None else "its temporary data is removed"
+        print(f"kafka: stopped; {kept}", file=sys.stderr)
+    return code
 
 
 main = command(

@@ -184,13 +184,14 @@ def run(settings: UpSettings) -> int:
                         port_flags=_PORT_FLAGS,
                     )
                 )
-                print("footfall up: starting broker, gateway, sink, dashboard ...", flush=True)
+                roles = "gateway, sink, dashboard" if brokers else "broker, gateway, sink, dashboard"
+                print(f"footfall up: starting {roles} ...", flush=True)
                 stack.start()
             except FootfallError as exc:
                 print(f"footfall up: {exc}", file=sys.stderr)
                 return EXIT_STARTUP
             interrupts.started()
-            _print_where(stack, records, logs)
+            _print_where(stack, records, logs, kafka)
             partitions = _partitions(stack)
             if settings.bench:
                 bench = _start_bench(stack, settings, run_json, logs / "bench.log")
@@ -221,9 +222,14 @@ def _stop_all(stack: Stack | None, bench: subprocess.Popen[bytes] | None, kafka:
         kafka.stop()
 
 
-def _print_where(stack: Stack, records: Path, logs: Path) -> None:
-    embedded = f"  (embedded, memory only, pid {stack.broker.pid})" if stack.broker else ""
-    print(f"  broker     {stack.bootstrap}{embedded}")
+def _print_where(stack: Stack, records: Path, logs: Path, kafka: KafkaCluster | None) -> None:
+    if stack.broker:
+        what = f"  (embedded, memory only, pid {stack.broker.pid})"
+    elif kafka is not None:
+        what = f"  (Apache Kafka, one node, pid {kafka.pid(1)}, data in {kafka.data_dir})"
+    else:
+        what = "  (--brokers)"
+    print(f"  broker     {stack.bootstrap}{what}")
     print(f"  gateway    {stack.gateway_url}/api/visit/v1   {stack.gateway_url}/metrics")
     print(f"  sink       {stack.sink_url}/metrics")
     print(f"  dashboard  {stack.dashboard_url}/")
@@ -292,7 +298,8 @@ def _start_bench(stack: Stack, settings: UpSettings, run_json: Path, log_path: P
             start_new_session=True,
             env=stack.child_env(),
         )
-    print(f"  bench      {settings.concurrent_clients} clients, one day each per {settings.report_interval:g}s")
+    pace = f"one day each per {settings.report_interval:g}s" if settings.report_interval else "closed loop"
+    print(f"  bench      {settings.concurrent_clients} clients, {pace}")
     return bench
 
 

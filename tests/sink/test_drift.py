@@ -95,8 +95,12 @@ def test_log_started_over_lands_in_a_new_generation(
     for p in range(partitions):
         ckpt = CheckpointStore(record_dir).load(topic, p)
         assert ckpt is not None and ckpt.generation == 1
-    errors = [json.loads(line) for line in log.read_text().splitlines() if "checkpoint ahead of the log" in line]
+    errors = [json.loads(line) for line in log.read_text().splitlines() if "the partition's log started over" in line]
     assert len(errors) == partitions and all(e["level"] == "error" for e in errors)
+    for e in errors:  # the line names the sign it saw
+        ahead = e["checkpoint_offset"] >= e["log_end"]
+        sign = "checkpoint ahead of the log" if ahead else "the log holds other records than the files"
+        assert e["message"].startswith(sign), e
     if before_start == len(new):
         # At least one partition's new log had passed its checkpoint: only the landed record's CRC told.
         assert any(e["log_end"] > e["checkpoint_offset"] + 1 for e in errors), errors

@@ -87,6 +87,8 @@ def test_footfall_kafka_prints_the_nodes_and_stops_on_ctrl_c(tmp_path: Path) -> 
         assert answer is not None and answer.brokers.keys() == {1} and answer.controller_id == 1
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
+        assert proc.stderr is not None
+        assert f"kafka: stopped; its data stays in {tmp_path}" in proc.stderr.read(), "Ctrl+C says what it did"
         wait_for(lambda: not alive(jvm), 10, "the Kafka JVM to be gone")
         assert (tmp_path / "node-1" / "data" / "meta.properties").is_file(), "the log dir is kept"
     finally:

@@ -160,6 +160,24 @@ def test_gateway_unknown_broker_is_one_line_not_a_flood() -> None:
     assert len(lines) <= 3, out.stderr
 
 
+# -- the sink --------------------------------------------------------------------------------
+
+
+def test_sink_metrics_port_in_use(held_port: int, tmp_path: Path) -> None:
+    started = time.monotonic()
+    out = footfall(
+        "sink", "--metrics-port", str(held_port), "--brokers", "127.0.0.1:1", "--groups", "g:visit",
+        "--record-directory", str(tmp_path / "records"),
+    )  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    line = error_lines(out.stderr)
+    assert len(line) == 1 and line[0].startswith(
+        f"error: --metrics-port: cannot listen on 127.0.0.1:{held_port}: address already in use (held by pid "
+        f"{os.getpid()}"
+    ), out.stderr
+    assert time.monotonic() - started < 5, "the port is checked before waiting for the broker"
+
+
 # -- the dashboard ---------------------------------------------------------------------------
 
 
