@@ -22,8 +22,8 @@ from footfall.errors import StartupError
 
 __all__ = ["check_directory", "check_listen", "claim", "describe_pid", "listen_socket", "listeners"]
 
-_TCP_LISTEN: Final = "0A"
-_COMMAND_CHARS: Final = 80  # of a holder's command line, in one-line messages  # the state column of /proc/net/tcp for LISTEN
+_TCP_LISTEN: Final = "0A"  # the state column of /proc/net/tcp for LISTEN
+_COMMAND_CHARS: Final = 80  # of a holder's command line, in one-line messages
 
 _DIRECTORY_CAUSES: Final = {
     errno.EROFS: ("it is on a read-only file system", "pick a writable directory"),
