@@ -9,9 +9,11 @@ from footfall.preflight import describe_pid
 
 
 def test_a_long_command_line_is_cut_between_words() -> None:
-    flags = [f"--flag-number-{i}=value" for i in range(12)]
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()", *flags], stdin=subprocess.PIPE)
+    flags = [f"--flag-{i}=abc" for i in range(20)]
+    program = "import sys; print('up', flush=True); sys.stdin.read()"
+    proc = subprocess.Popen([sys.executable, "-c", program, *flags], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"up\n"  # exec'd: its own command line
         named = describe_pid(proc.pid)
     finally:
         proc.kill()
