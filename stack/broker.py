@@ -28,7 +28,7 @@ from typing import Self
 from footfall.errors import BrokerUnavailableError, FootfallError
 from footfall.kafka import kafka_answers
 from footfall.preflight import check_listen, listeners
-from stack.children import StartStop, die_with_parent
+from stack.children import StartStop, spawn
 
 __all__ = ["EmbeddedBroker", "broker_binary", "free_port"]
 
@@ -126,7 +126,7 @@ class EmbeddedBroker(StartStop):
                 self.log_path = Path(name)
             url = f"tcp://{self.host}:{port}"
             with self.log_path.open("ab") as log_file:
-                self._proc = subprocess.Popen(  # noqa: S603 - fixed binary, our own arguments
+                self._proc = spawn(
                     [
                         binary,
                         "broker",
@@ -140,8 +140,6 @@ class EmbeddedBroker(StartStop):
                     stdin=subprocess.DEVNULL,
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
-                    preexec_fn=die_with_parent,
-                    start_new_session=True,  # Ctrl+C in a terminal reaches us, not the broker
                 )
             atexit.register(self.stop)
             self.port = port

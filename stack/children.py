@@ -3,7 +3,7 @@
 Every role, broker and tool the stack starts runs as a session leader of its own
 (``start_new_session``: a terminal's Ctrl+C reaches us, not them, and a role and its workers
 can be signalled as one group) with ``PR_SET_PDEATHSIG`` (:func:`die_with_parent`), so none
-outlives the process that started it, even on ``kill -9``.
+outlives the process that started it, even on ``kill -9``. :func:`spawn` starts them so.
 """
 
 from __future__ import annotations
@@ -15,17 +15,40 @@ import signal
 import subprocess
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Self
+from typing import Any, Final, Self
 
 import orjson
 
-__all__ = ["StartStop", "die_with_parent", "interrupt", "log_cause", "session_of", "stop_process_group"]
+from footfall.signals import STOP_SIGNALS
+
+__all__ = ["StartStop", "die_with_parent", "interrupt", "log_cause", "session_of", "spawn", "stop_process_group"]
 
 _PR_SET_PDEATHSIG: Final = 1
 
 
+def spawn(args: list[str], **popen: Any) -> subprocess.Popen[Any]:
+    """``subprocess.Popen(args, **popen)`` in a session of its own, dying with us, SIGINT/SIGTERM held while it forks.
+
+    With a ``preexec_fn`` Python runs its at-fork callbacks around the fork, logging's lock
+    release among them. A signal handler that raises there (Ctrl+C during ``footfall up``'s
+    start-up raises KeyboardInterrupt) is ignored, the lock stays taken, and the next log line
+    hangs the process (seen in CI). Held, the signal arrives once the fork is done, where the
+    exception propagates (the child is already ours: it dies with this process).
+    """
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        return subprocess.Popen(args, preexec_fn=die_with_parent, start_new_session=True, **popen)  # noqa: S603
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 def die_with_parent() -> None:
-    """``preexec_fn``: SIGKILL the child when the thread that forked it ends (runs between fork and exec)."""
+    """``preexec_fn``: SIGKILL the child when the thread that forked it ends (runs between fork and exec).
+
+    It also takes SIGINT/SIGTERM back: :func:`spawn` holds them while forking, and the mask
+    would outlive the exec.
+    """
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 

@@ -47,7 +47,7 @@ from typing import Final, Self
 from footfall.errors import BrokerUnavailableError, FootfallError, StartupError
 from footfall.preflight import check_directory, check_listen, claim
 from stack.broker import free_port
-from stack.children import StartStop, die_with_parent
+from stack.children import StartStop, spawn
 from stack.kafka_jars import java_command, kafka_classpath
 from stack.kafka_probe import ClusterMetadata, grants_producer_id, kafka_metadata
 
@@ -359,13 +359,11 @@ class KafkaCluster(StartStop):
 
     def _spawn(self, node: _Node) -> None:
         with node.server_log.open("ab") as log_file:
-            node.proc = subprocess.Popen(  # noqa: S603 - java from PATH, our own arguments
+            node.proc = spawn(
                 [*self._java(self.heap), "kafka.Kafka", str(node.properties)],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent,
-                start_new_session=True,  # Ctrl+C in a terminal reaches us, not the nodes
             )
         log.info("kafka node started", extra={"node_id": node.node_id, "port": node.port, "pid": node.proc.pid})
 

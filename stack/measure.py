@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, Self
 
 from footfall import promtext
+from footfall.signals import STOP_SIGNALS
 
 if TYPE_CHECKING:
     from stack.rehearsal import Rehearsal
@@ -75,6 +77,7 @@ class ResourceSampler:
             self._last[pid] = (role, max(cpu, old_cpu), max(hwm, old_hwm))
 
     def _run(self) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # Ctrl+C is the main thread's (stack.children.spawn)
         while not self._stop.wait(self._interval):
             self._merge()
 

@@ -33,7 +33,7 @@ from footfall import promtext
 from footfall.errors import FootfallError, StartupError
 from footfall.preflight import check_listen, describe_pid, listeners
 from stack.broker import EmbeddedBroker, free_port
-from stack.children import StartStop, die_with_parent, log_cause, session_of, stop_process_group
+from stack.children import StartStop, log_cause, session_of, spawn, stop_process_group
 
 __all__ = ["ROLES", "RoleStartError", "Stack", "StackConfig"]
 
@@ -204,14 +204,8 @@ class Stack(StartStop):
         self.log_directory.mkdir(parents=True, exist_ok=True)
         log_path = self.log_directory / f"{role}.log"
         with log_path.open("ab") as log_file:
-            proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                self.command(role),
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                env=env,
-                preexec_fn=die_with_parent,
-                start_new_session=True,
+            proc = spawn(
+                self.command(role), stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=env
             )
         self.processes[role] = proc
         self.wait_ready(role, timeout)

@@ -37,7 +37,7 @@ from footfall import promtext
 from footfall.errors import FootfallError, StartupError
 from stack.balancer import Balancer
 from stack.broker import free_port
-from stack.children import StartStop, die_with_parent, stop_process_group
+from stack.children import StartStop, spawn, stop_process_group
 from stack.topology import HOST, Brokers, ProcessSpec, RehearsalConfig, Topology
 
 __all__ = ["Rehearsal", "verify_count"]
@@ -343,15 +343,13 @@ class Rehearsal(StartStop):
         service = process.service or self.deployment.services.get(process.name.rsplit("-", 1)[0])
         self.processes[process.name] = process
         with process.log.open("ab") as log:
-            process.popen = subprocess.Popen(  # noqa: S603 - our own interpreter, haproxy, prometheus
+            process.popen = spawn(
                 process.command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.child_env(service),
                 cwd=self.run_directory,
-                preexec_fn=die_with_parent,
-                start_new_session=True,
             )
 
     def _wait_ready(self, name: str, deadline: float) -> None:
